@@ -1,0 +1,356 @@
+"""Raw TOP trade dicts -> warehouse rows (``trades``, ``trade_orders``) and ``quarantine`` rows.
+
+Types at this edge: money is ``Decimal`` with exactly 2 places, times are aware datetimes (TOP sends
+GMT+8 wall time), ids are Python ints (ids exceed 2^53, so never floats), ``sku_id`` is text.
+
+Validation rules (a failing trade is quarantined with a reason naming the field and value; the rest
+of the batch continues, so ``normalize_trades`` never raises on bad input):
+
+* ``tid`` missing or not a positive 64-bit integer (an int or a string of ASCII digits).
+* ``modified`` missing or not ``yyyy-MM-dd HH:mm:ss``: it orders every upsert, so without it the row
+  could neither win nor lose correctly. Other times (``created``, ``pay_time`` ...) may be absent
+  (field projections), but present-and-unparsable is rejected rather than stored as NULL.
+* ``status`` missing, or not in the trade status enum (top-api.md §4.1): an unknown status would be
+  stored and counted as if understood. Order lines may omit status, but not carry an unknown one.
+* Money: a string (or int) with at most 2 decimals and at most ``MONEY_MAX_INT_DIGITS`` integer
+  digits. More than 2 decimals is rejected, not rounded: TOP documents 2 dp, so a third digit means
+  the unit or the format is wrong and rounding would hide it. NaN/inf/exponents are rejected.
+* Any bad order line quarantines the whole trade: stored without it, the trade would look complete
+  and its amounts would not add up, and nothing downstream could tell. The monotonic upsert keeps the
+  previous good version of the trade meanwhile.
+
+Empty strings in optional money/time fields are treated as absent. Text fields accept strings (ints
+are rendered as text, e.g. a numeric ``sku_id``); anything else is rejected.
+
+Within one batch each ``tid`` appears once: if the same trade arrives twice (page drift, overlap,
+several pages flushed together) the newest ``modified`` wins, later input breaking ties. Set-based
+upserts (Postgres ``ON CONFLICT``) refuse to touch one key twice in a statement, so this is needed.
+
+Receiver personal data never reaches a row (there are no such columns) and is stripped from
+quarantine payloads unless ``keep_pii=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+import orjson
+
+from ordersync_pipeline.timeutil import GMT8, require_aware
+
+__all__ = [
+    "NormalizedBatch", "normalize_trades", "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
+    "QUARANTINE_COLUMNS", "PII_FIELDS", "MONEY_MAX_INT_DIGITS",
+]
+
+TRADE_STATUSES: Final = frozenset({
+    "TRADE_NO_CREATE_PAY", "WAIT_BUYER_PAY", "SELLER_CONSIGNED_PART", "WAIT_SELLER_SEND_GOODS",
+    "WAIT_BUYER_CONFIRM_GOODS", "TRADE_BUYER_SIGNED", "TRADE_FINISHED", "TRADE_CLOSED",
+    "TRADE_CLOSED_BY_TAOBAO", "PAY_PENDING", "WAIT_PRE_AUTH_CONFIRM", "PAID_FORBID_CONSIGN",
+})
+
+TRADE_COLUMNS: Final = (
+    "shop_id", "tid", "status", "type", "created", "modified", "pay_time", "consign_time", "end_time",
+    "payment", "total_fee", "post_fee", "discount_fee", "adjust_fee", "step_trade_status",
+    "step_paid_fee", "buyer_open_uid", "buyer_nick", "seller_nick", "receiver_state", "receiver_city",
+    "receiver_district", "num", "source", "synced_at",
+)
+ORDER_COLUMNS: Final = (
+    "oid", "tid", "shop_id", "num_iid", "sku_id", "outer_iid", "outer_sku_id", "title", "num", "price",
+    "payment", "total_fee", "discount_fee", "adjust_fee", "divide_order_fee", "status",
+    "refund_status", "modified", "synced_at",
+)
+QUARANTINE_COLUMNS: Final = ("quarantined_at", "source", "shop_id", "record_key", "reason", "payload")
+
+# Masked/encrypted by TOP but still personal; oaid is the key that unlocks them via platform services.
+PII_FIELDS: Final = frozenset({"receiver_name", "receiver_mobile", "receiver_phone", "receiver_address",
+                               "oaid"})
+
+# Fits NUMERIC(15, 2) on every backend; a larger amount is a unit error, not a sale.
+MONEY_MAX_INT_DIGITS: Final = 13
+_ID_MAX: Final = 2**63 - 1            # BIGINT
+_NUM_MAX: Final = 2**31 - 1           # INTEGER quantity
+_CENT: Final = Decimal("0.01")
+_CACHE_LIMIT: Final = 65_536          # bounded caches: cleared wholesale when full
+
+
+@dataclass
+class NormalizedBatch:
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Invalid(Exception):
+    """One field of one record failed validation; the message is the quarantine reason."""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- field parsers: each returns the typed value or None (absent), or raises _Invalid -------------
+
+_money_cache: dict[str, Decimal] = {}
+_time_cache: dict[str, datetime] = {}
+
+
+def _parse_money_text(text: str, name: str, raw: Any) -> Decimal:
+    body = text[1:] if text[:1] == "-" else text
+    whole, dot, frac = body.partition(".")
+    if (not whole or not whole.isascii() or not whole.isdigit() or len(whole) > MONEY_MAX_INT_DIGITS
+            or (dot and (not frac or len(frac) > 2 or not frac.isascii() or not frac.isdigit()))):
+        raise _Invalid(f"field {name!r} = {_show(raw)} is not money "
+                       f"(up to {MONEY_MAX_INT_DIGITS} digits and at most 2 decimals)")
+    try:
+        return Decimal(text).quantize(_CENT)
+    except InvalidOperation:  # pragma: no cover - the checks above leave nothing Decimal refuses
+        raise _Invalid(f"field {name!r} = {_show(raw)} is not money") from None
+
+
+def _money(value: Any, name: str) -> Decimal | None:
+    if type(value) is str:
+        cached = _money_cache.get(value)
+        if cached is not None:
+            return cached
+        if value == "":
+            return None
+        parsed = _parse_money_text(value, name, value)
+        if len(_money_cache) >= _CACHE_LIMIT:
+            _money_cache.clear()
+        _money_cache[value] = parsed
+        return parsed
+    if value is None:
+        return None
+    if type(value) is int:
+        return _parse_money_text(str(value), name, value)
+    if type(value) is float:
+        # Not what TOP sends, but repr() of a float is its shortest exact decimal text, so a float
+        # such as 89.5 is taken at face value; NaN/inf/1e-05 fail the text checks.
+        return _parse_money_text(repr(value), name, value)
+    raise _Invalid(f"field {name!r} = {_show(value)} is not money (a {type(value).__name__})")
+
+
+def _time(value: Any, name: str) -> datetime | None:
+    if type(value) is str:
+        cached = _time_cache.get(value)
+        if cached is not None:
+            return cached
+        if value == "":
+            return None
+        # fromisoformat is ~40x faster than strptime; the shape check keeps it to exactly
+        # "yyyy-MM-dd HH:mm:ss" (fromisoformat alone would accept offsets, 'T', dates only...).
+        if (len(value) != 19 or value[10] != " " or value[4] != "-" or value[7] != "-"
+                or value[13] != ":" or value[16] != ":" or not value.isascii()):
+            raise _Invalid(f"field {name!r} = {_show(value)} is not a TOP time (yyyy-MM-dd HH:mm:ss)")
+        try:
+            parsed = datetime.fromisoformat(value).replace(tzinfo=GMT8)
+        except ValueError:
+            raise _Invalid(f"field {name!r} = {_show(value)} is not a valid time") from None
+        if len(_time_cache) >= _CACHE_LIMIT:
+            _time_cache.clear()
+        _time_cache[value] = parsed
+        return parsed
+    if value is None:
+        return None
+    raise _Invalid(f"field {name!r} = {_show(value)} is not a TOP time (a {type(value).__name__})")
+
+
+def _id(value: Any, name: str, *, required: bool) -> int | None:
+    if type(value) is int:
+        if 0 < value <= _ID_MAX:
+            return value
+    elif type(value) is str:
+        if value.isascii() and value.isdigit() and len(value) <= 19 and 0 < int(value) <= _ID_MAX:
+            return int(value)
+    elif value is None:
+        if required:
+            raise _Invalid(f"field {name!r} missing")
+        return None
+    raise _Invalid(f"field {name!r} = {_show(value)} is not a positive 64-bit id")
+
+
+def _count(value: Any, name: str) -> int | None:
+    if type(value) is int and 0 <= value <= _NUM_MAX:
+        return value
+    if value is None:
+        return None
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)
+        if number <= _NUM_MAX:
+            return number
+    raise _Invalid(f"field {name!r} = {_show(value)} is not a quantity")
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    raise _Invalid(f"field {name!r} = {_show(value)} is not text (a {type(value).__name__})")
+
+
+def _status(value: Any, name: str, *, required: bool) -> str | None:
+    if type(value) is str and value in TRADE_STATUSES:
+        return value
+    if value is None and not required:
+        return None
+    if value is None:
+        raise _Invalid(f"field {name!r} missing")
+    raise _Invalid(f"field {name!r} = {_show(value)} is not a known trade status")
+
+
+# --- records --------------------------------------------------------------------------------------
+
+def _order_list(value: Any) -> list[Any]:
+    """Orders absent (fields projection) -> []; a list or TOP's ``{"order": [...]}`` wrapper."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        if not value:
+            return []
+        if len(value) == 1 and "order" in value:
+            value = value["order"]
+    if isinstance(value, list):
+        return value
+    raise _Invalid(f"field 'orders' = {_show(value)} is not a list of orders")
+
+
+def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime,
+               synced_at: datetime) -> dict[str, Any]:
+    if not isinstance(o, Mapping):
+        raise _Invalid(f"order[{position}] is a {type(o).__name__}, expected an object")
+    get = o.get
+    try:
+        oid = _id(get("oid"), "oid", required=True)
+        return {
+            "oid": oid, "tid": tid, "shop_id": shop_id,
+            "num_iid": _id(get("num_iid"), "num_iid", required=False),
+            "sku_id": _text(get("sku_id"), "sku_id"),
+            "outer_iid": _text(get("outer_iid"), "outer_iid"),
+            "outer_sku_id": _text(get("outer_sku_id"), "outer_sku_id"),
+            "title": _text(get("title"), "title"),
+            "num": _count(get("num"), "num"),
+            "price": _money(get("price"), "price"),
+            "payment": _money(get("payment"), "payment"),
+            "total_fee": _money(get("total_fee"), "total_fee"),
+            "discount_fee": _money(get("discount_fee"), "discount_fee"),
+            "adjust_fee": _money(get("adjust_fee"), "adjust_fee"),
+            "divide_order_fee": _money(get("divide_order_fee"), "divide_order_fee"),
+            "status": _status(get("status"), "status", required=False),
+            "refund_status": _text(get("refund_status"), "refund_status"),
+            "modified": modified, "synced_at": synced_at,
+        }
+    except _Invalid as exc:
+        raise _Invalid(f"order[{position}] (oid={_show(get('oid'))}): {exc}") from None
+
+
+def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime,
+                source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    get = t.get
+    tid = _id(get("tid"), "tid", required=True)
+    assert tid is not None
+    modified = _time(get("modified"), "modified")
+    if modified is None:
+        raise _Invalid("field 'modified' missing")
+    row = {
+        "shop_id": shop_id, "tid": tid,
+        "status": _status(get("status"), "status", required=True),
+        "type": _text(get("type"), "type"),
+        "created": _time(get("created"), "created"),
+        "modified": modified,
+        "pay_time": _time(get("pay_time"), "pay_time"),
+        "consign_time": _time(get("consign_time"), "consign_time"),
+        "end_time": _time(get("end_time"), "end_time"),
+        "payment": _money(get("payment"), "payment"),
+        "total_fee": _money(get("total_fee"), "total_fee"),
+        "post_fee": _money(get("post_fee"), "post_fee"),
+        "discount_fee": _money(get("discount_fee"), "discount_fee"),
+        "adjust_fee": _money(get("adjust_fee"), "adjust_fee"),
+        "step_trade_status": _text(get("step_trade_status"), "step_trade_status"),
+        "step_paid_fee": _money(get("step_paid_fee"), "step_paid_fee"),
+        "buyer_open_uid": _text(get("buyer_open_uid"), "buyer_open_uid"),
+        "buyer_nick": _text(get("buyer_nick"), "buyer_nick"),
+        "seller_nick": _text(get("seller_nick"), "seller_nick"),
+        "receiver_state": _text(get("receiver_state"), "receiver_state"),
+        "receiver_city": _text(get("receiver_city"), "receiver_city"),
+        "receiver_district": _text(get("receiver_district"), "receiver_district"),
+        "num": _count(get("num"), "num"),
+        "source": source, "synced_at": synced_at,
+    }
+    orders = [_order_row(o, i, tid, shop_id, modified, synced_at)
+              for i, o in enumerate(_order_list(get("orders")))]
+    if len(orders) > 1 and len({o["oid"] for o in orders}) != len(orders):
+        raise _Invalid("field 'orders' lists the same oid twice")
+    return row, orders
+
+
+# --- quarantine -----------------------------------------------------------------------------------
+
+def _record_key(record: Any) -> str | None:
+    tid = record.get("tid") if isinstance(record, Mapping) else None
+    if tid is None or isinstance(tid, (dict, list)):
+        return None
+    return str(tid)[:64]
+
+
+def payload_json(record: Any, *, keep_pii: bool = False) -> str:
+    """The raw record as JSON text for the quarantine table; ints stay exact, PII stripped."""
+    if isinstance(record, Mapping) and not keep_pii and not PII_FIELDS.isdisjoint(record):
+        record = {k: v for k, v in record.items() if k not in PII_FIELDS}
+    try:
+        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        # orjson refuses ints beyond 64 bits and non-JSON types; the stdlib writes big ints exactly.
+        return json.dumps(record, ensure_ascii=False, default=repr)
+
+
+def _quarantine_row(record: Any, reason: str, *, shop_id: str, source: str, at: datetime,
+                    keep_pii: bool) -> dict[str, Any]:
+    return {"quarantined_at": at, "source": source, "shop_id": shop_id,
+            "record_key": _record_key(record), "reason": reason,
+            "payload": payload_json(record, keep_pii=keep_pii)}
+
+
+# --- the batch ------------------------------------------------------------------------------------
+
+def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synced_at: datetime,
+                     source: str, keep_pii: bool = False) -> NormalizedBatch:
+    """Validate and type ``trades``; bad records become quarantine rows instead of raising.
+
+    ``synced_at`` (aware) stamps every row and is the quarantine time; ``source`` names where the
+    trades came from (e.g. ``"increment"``, ``"historical"``, ``"tmc"``). Rows are unique by ``tid``
+    (trades) and ``oid`` (orders) within the batch, newest ``modified`` winning.
+    """
+    require_aware(synced_at, "synced_at")
+    by_tid: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    quarantine: list[dict[str, Any]] = []
+    for record in trades:
+        try:
+            if not isinstance(record, Mapping):
+                raise _Invalid(f"trade is a {type(record).__name__}, expected an object")
+            row, orders = _trade_rows(record, shop_id, synced_at, source)
+        except _Invalid as exc:
+            quarantine.append(_quarantine_row(record, f"trade {_record_key(record) or '?'}: {exc}",
+                                              shop_id=shop_id, source=source, at=synced_at,
+                                              keep_pii=keep_pii))
+            continue
+        seen = by_tid.get(row["tid"])
+        if seen is None or seen[0]["modified"] <= row["modified"]:
+            by_tid[row["tid"]] = (row, orders)
+    batch = NormalizedBatch(quarantine=quarantine)
+    by_oid: dict[int, dict[str, Any]] = {}
+    for row, orders in by_tid.values():
+        batch.trades.append(row)
+        for order in orders:
+            seen_order = by_oid.get(order["oid"])
+            if seen_order is None or seen_order["modified"] <= order["modified"]:
+                by_oid[order["oid"]] = order
+    batch.orders = list(by_oid.values())
+    return batch
