@@ -1,0 +1,146 @@
+"""The warehouse schema (SQLAlchemy Core). Table and column names are a contract analysts query
+against: add columns freely, rename or drop only with a migration and a note in docs/warehouse.md.
+
+Migrations in ``migrations/versions`` are hand-written snapshots of this file; a test compares the
+migrated database with this metadata on every backend.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ordersync_pipeline.warehouse.types import Money, UTCDateTime, big_id, long_text
+
+# utf8mb4 so Chinese titles, nicks and emoji survive on MariaDB/MySQL (ignored elsewhere).
+MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
+
+# Values of trades.source: which path last wrote the row.
+SOURCES = ("increment", "sold", "fullinfo", "tmc", "refetch")
+STREAMS = ("increment", "historical")
+
+metadata = sa.MetaData()
+
+trades = sa.Table(
+    "trades",
+    metadata,
+    sa.Column("shop_id", sa.String(64), nullable=False),
+    sa.Column("tid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("status", sa.String(64)),
+    sa.Column("type", sa.String(64)),
+    sa.Column("created", UTCDateTime),
+    sa.Column("modified", UTCDateTime, nullable=False),
+    sa.Column("pay_time", UTCDateTime),
+    sa.Column("consign_time", UTCDateTime),
+    sa.Column("end_time", UTCDateTime),
+    sa.Column("payment", Money),
+    sa.Column("total_fee", Money),
+    sa.Column("post_fee", Money),
+    sa.Column("discount_fee", Money),
+    sa.Column("adjust_fee", Money),
+    sa.Column("step_trade_status", sa.String(64)),
+    sa.Column("step_paid_fee", Money),
+    sa.Column("buyer_open_uid", sa.String(128)),
+    sa.Column("buyer_nick", sa.String(128)),
+    sa.Column("seller_nick", sa.String(128)),
+    sa.Column("receiver_state", sa.String(64)),
+    sa.Column("receiver_city", sa.String(64)),
+    sa.Column("receiver_district", sa.String(64)),
+    sa.Column("num", sa.Integer),
+    sa.Column("source", sa.String(16)),
+    sa.Column("synced_at", UTCDateTime, nullable=False),
+    sa.Index("ix_trades_shop_modified", "shop_id", "modified"),
+    sa.Index("ix_trades_shop_created", "shop_id", "created"),
+    **MYSQL_TABLE_ARGS,
+)
+
+trade_orders = sa.Table(
+    "trade_orders",
+    metadata,
+    sa.Column("oid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("tid", sa.BigInteger, nullable=False),
+    sa.Column("shop_id", sa.String(64), nullable=False),
+    sa.Column("num_iid", sa.BigInteger),
+    sa.Column("sku_id", sa.String(64)),
+    sa.Column("outer_iid", sa.String(128)),
+    sa.Column("outer_sku_id", sa.String(128)),
+    sa.Column("title", sa.String(255)),
+    sa.Column("num", sa.Integer),
+    sa.Column("price", Money),
+    sa.Column("payment", Money),
+    sa.Column("total_fee", Money),
+    sa.Column("discount_fee", Money),
+    sa.Column("adjust_fee", Money),
+    sa.Column("divide_order_fee", Money),
+    sa.Column("status", sa.String(64)),
+    sa.Column("refund_status", sa.String(64)),
+    # The parent trade's modified: order lines follow the same newer-wins rule as their trade.
+    sa.Column("modified", UTCDateTime, nullable=False),
+    sa.Column("synced_at", UTCDateTime, nullable=False),
+    sa.Index("ix_trade_orders_tid", "tid"),
+    sa.Index("ix_trade_orders_shop_item_sku", "shop_id", "num_iid", "sku_id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+api_calls = sa.Table(
+    "api_calls",
+    metadata,
+    sa.Column("id", big_id(), primary_key=True, autoincrement=True),
+    sa.Column("called_at", UTCDateTime, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("shop_id", sa.String(64)),
+    sa.Column("method", sa.String(128), nullable=False),
+    sa.Column("outcome", sa.String(8), nullable=False),
+    sa.Column("code", sa.String(32)),
+    sa.Column("sub_code", sa.String(128)),
+    sa.Column("error_kind", sa.String(64)),
+    sa.Column("latency_ms", sa.Integer),
+    sa.Column("request_id", sa.String(64)),
+    sa.Column("attempt", sa.Integer),
+    sa.Index("ix_api_calls_called_at", "called_at"),
+    sa.Index("ix_api_calls_shop_called_at", "shop_id", "called_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", big_id(), primary_key=True, autoincrement=True),
+    sa.Column("quarantined_at", UTCDateTime, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("source", sa.String(32)),
+    sa.Column("shop_id", sa.String(64)),
+    sa.Column("record_key", sa.String(128)),
+    sa.Column("reason", sa.Text),
+    sa.Column("payload", long_text()),
+    sa.Index("ix_quarantine_quarantined_at", "quarantined_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
+sync_windows = sa.Table(
+    "sync_windows",
+    metadata,
+    sa.Column("shop_id", sa.String(64), primary_key=True),
+    sa.Column("stream", sa.String(16), primary_key=True),
+    sa.Column("window_start", UTCDateTime, primary_key=True),
+    sa.Column("window_end", UTCDateTime, primary_key=True),
+    sa.Column("partition_key", sa.String(64)),
+    sa.Column("pages", sa.Integer, nullable=False),
+    sa.Column("trades", sa.Integer, nullable=False),
+    sa.Column("completed_at", UTCDateTime, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    **MYSQL_TABLE_ARGS,
+)
+
+trade_details = sa.Table(
+    "trade_details",
+    metadata,
+    sa.Column("tid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("shop_id", sa.String(64), nullable=False),
+    sa.Column("modified", UTCDateTime, nullable=False),
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
+    sa.Column("detail", long_text(), nullable=False),
+    **MYSQL_TABLE_ARGS,
+)
+
+# Tables loaded with the monotonic (newer-modified-wins) upsert, by primary key column.
+MONOTONIC_TABLES: dict[str, str] = {"trades": "tid", "trade_orders": "oid", "trade_details": "tid"}
