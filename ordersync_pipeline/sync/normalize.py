@@ -20,7 +20,8 @@ of the batch continues, so ``normalize_trades`` never raises on bad input):
   previous good version of the trade meanwhile.
 
 Empty strings in optional money/time fields are treated as absent. Text fields accept strings (ints
-are rendered as text, e.g. a numeric ``sku_id``); anything else is rejected.
+are rendered as text, e.g. a numeric ``sku_id``) no longer than their warehouse column
+(warehouse/tables.py widths, written inline below); anything else is rejected.
 
 Within one batch each ``tid`` appears once: if the same trade arrives twice (page drift, overlap,
 several pages flushed together) the newest ``modified`` wins, later input breaking ties. Set-based
@@ -44,7 +45,7 @@ import orjson
 from ordersync_pipeline.timeutil import GMT8, require_aware
 
 __all__ = [
-    "NormalizedBatch", "normalize_trades", "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
+    "NormalizedBatch", "normalize_trades", "detail_row", "payload_json", "InvalidTrade", "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
     "QUARANTINE_COLUMNS", "PII_FIELDS", "MONEY_MAX_INT_DIGITS",
 ]
 
@@ -71,8 +72,8 @@ QUARANTINE_COLUMNS: Final = ("quarantined_at", "source", "shop_id", "record_key"
 PII_FIELDS: Final = frozenset({"receiver_name", "receiver_mobile", "receiver_phone", "receiver_address",
                                "oaid"})
 
-# Fits NUMERIC(15, 2) on every backend; a larger amount is a unit error, not a sale.
-MONEY_MAX_INT_DIGITS: Final = 13
+# The warehouse's Money is NUMERIC(14, 2); a larger amount is a unit error, not a sale.
+MONEY_MAX_INT_DIGITS: Final = 12
 _ID_MAX: Final = 2**63 - 1            # BIGINT
 _NUM_MAX: Final = 2**31 - 1           # INTEGER quantity
 _CENT: Final = Decimal("0.01")
@@ -88,6 +89,10 @@ class NormalizedBatch:
 
 class _Invalid(Exception):
     """One field of one record failed validation; the message is the quarantine reason."""
+
+
+class InvalidTrade(ValueError):
+    """Raised by ``detail_row`` (a single fullinfo trade has no batch to quarantine within)."""
 
 
 def _show(value: Any) -> str:
@@ -188,11 +193,17 @@ def _count(value: Any, name: str) -> int | None:
     raise _Invalid(f"field {name!r} = {_show(value)} is not a quantity")
 
 
-def _text(value: Any, name: str) -> str | None:
-    if value is None or type(value) is str:
-        return value
+def _text(value: Any, name: str, limit: int) -> str | None:
+    """Text up to ``limit`` characters (the column's width: an over-long value would fail the whole
+    set-based upsert on PostgreSQL, and truncating would store something TOP never sent)."""
+    if type(value) is str:
+        if len(value) <= limit:
+            return value
+        raise _Invalid(f"field {name!r} = {_show(value)} is longer than {limit} characters")
+    if value is None:
+        return None
     if type(value) is int:
-        return str(value)
+        return _text(str(value), name, limit)
     raise _Invalid(f"field {name!r} = {_show(value)} is not text (a {type(value).__name__})")
 
 
@@ -232,10 +243,10 @@ def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime
         return {
             "oid": oid, "tid": tid, "shop_id": shop_id,
             "num_iid": _id(get("num_iid"), "num_iid", required=False),
-            "sku_id": _text(get("sku_id"), "sku_id"),
-            "outer_iid": _text(get("outer_iid"), "outer_iid"),
-            "outer_sku_id": _text(get("outer_sku_id"), "outer_sku_id"),
-            "title": _text(get("title"), "title"),
+            "sku_id": _text(get("sku_id"), "sku_id", 64),
+            "outer_iid": _text(get("outer_iid"), "outer_iid", 128),
+            "outer_sku_id": _text(get("outer_sku_id"), "outer_sku_id", 128),
+            "title": _text(get("title"), "title", 255),
             "num": _count(get("num"), "num"),
             "price": _money(get("price"), "price"),
             "payment": _money(get("payment"), "payment"),
@@ -244,7 +255,7 @@ def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime
             "adjust_fee": _money(get("adjust_fee"), "adjust_fee"),
             "divide_order_fee": _money(get("divide_order_fee"), "divide_order_fee"),
             "status": _status(get("status"), "status", required=False),
-            "refund_status": _text(get("refund_status"), "refund_status"),
+            "refund_status": _text(get("refund_status"), "refund_status", 64),
             "modified": modified, "synced_at": synced_at,
         }
     except _Invalid as exc:
@@ -262,7 +273,7 @@ def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime,
     row = {
         "shop_id": shop_id, "tid": tid,
         "status": _status(get("status"), "status", required=True),
-        "type": _text(get("type"), "type"),
+        "type": _text(get("type"), "type", 64),
         "created": _time(get("created"), "created"),
         "modified": modified,
         "pay_time": _time(get("pay_time"), "pay_time"),
@@ -273,14 +284,14 @@ def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime,
         "post_fee": _money(get("post_fee"), "post_fee"),
         "discount_fee": _money(get("discount_fee"), "discount_fee"),
         "adjust_fee": _money(get("adjust_fee"), "adjust_fee"),
-        "step_trade_status": _text(get("step_trade_status"), "step_trade_status"),
+        "step_trade_status": _text(get("step_trade_status"), "step_trade_status", 64),
         "step_paid_fee": _money(get("step_paid_fee"), "step_paid_fee"),
-        "buyer_open_uid": _text(get("buyer_open_uid"), "buyer_open_uid"),
-        "buyer_nick": _text(get("buyer_nick"), "buyer_nick"),
-        "seller_nick": _text(get("seller_nick"), "seller_nick"),
-        "receiver_state": _text(get("receiver_state"), "receiver_state"),
-        "receiver_city": _text(get("receiver_city"), "receiver_city"),
-        "receiver_district": _text(get("receiver_district"), "receiver_district"),
+        "buyer_open_uid": _text(get("buyer_open_uid"), "buyer_open_uid", 128),
+        "buyer_nick": _text(get("buyer_nick"), "buyer_nick", 128),
+        "seller_nick": _text(get("seller_nick"), "seller_nick", 128),
+        "receiver_state": _text(get("receiver_state"), "receiver_state", 64),
+        "receiver_city": _text(get("receiver_city"), "receiver_city", 64),
+        "receiver_district": _text(get("receiver_district"), "receiver_district", 64),
         "num": _count(get("num"), "num"),
         "source": source, "synced_at": synced_at,
     }
@@ -354,3 +365,20 @@ def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synce
                 by_oid[order["oid"]] = order
     batch.orders = list(by_oid.values())
     return batch
+
+
+def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime) -> dict[str, Any]:
+    """A ``trade_details`` cache row for one fullinfo trade: its JSON (receiver PII stripped), keyed
+    by ``tid`` and versioned by ``modified``. Raises ``InvalidTrade`` when either is unusable."""
+    require_aware(fetched_at, "fetched_at")
+    try:
+        if not isinstance(trade, Mapping):
+            raise _Invalid(f"trade is a {type(trade).__name__}, expected an object")
+        tid = _id(trade.get("tid"), "tid", required=True)
+        modified = _time(trade.get("modified"), "modified")
+        if modified is None:
+            raise _Invalid("field 'modified' missing")
+    except _Invalid as exc:
+        raise InvalidTrade(f"fullinfo trade {_record_key(trade) or '?'}: {exc}") from None
+    return {"tid": tid, "shop_id": shop_id, "modified": modified, "fetched_at": fetched_at,
+            "detail": payload_json(trade)}
