@@ -1,0 +1,130 @@
+"""Sync windows: which half-open time range ``[start, end)`` a partition fetches, and in what pieces.
+
+Pure functions on timezone-aware datetimes (naive ones are refused: a guessed offset shifts a window
+by eight hours). Arithmetic is done on UTC instants, so results do not depend on which zone the
+inputs were expressed in; results keep the zone of the input they came from.
+
+* ``fetch_window``: a partition's window moved ``overlap`` earlier, so a trade whose change became
+  visible late (platform lag) is still caught by the next partition. The overlap re-reads some
+  trades; the monotonic upsert makes that harmless.
+* ``split_window``: the increment API takes at most 1 day per call and advises 30 minutes, so a long
+  window (a backfill, a catch-up after an outage) is cut into contiguous pieces that cover it exactly.
+* ``window_is_closed``: a window is only fetched once ``end <= now - safety_lag``; fetching earlier
+  would mark as complete a range the platform has not finished making visible.
+* ``day_window`` / ``partition_key_window``: Asia/Shanghai days and Dagster time-partition keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+
+from ordersync_pipeline.timeutil import SHANGHAI, require_aware
+
+__all__ = [
+    "Window", "DEFAULT_OVERLAP", "INCREMENT_MAX_SPAN", "INCREMENT_ADVISED_SPAN", "PARTITION_KEY_FORMAT",
+    "fetch_window", "split_window", "fetch_windows", "window_is_closed", "day_window",
+    "partition_windows", "partition_key_window",
+]
+
+DEFAULT_OVERLAP = timedelta(minutes=5)
+INCREMENT_MAX_SPAN = timedelta(days=1)        # taobao.trades.sold.increment.get hard limit
+INCREMENT_ADVISED_SPAN = timedelta(minutes=30)  # the platform's advice for speed and success rate
+PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"       # Dagster's key format for sub-daily time partitions
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A half-open time range ``[start, end)`` between two aware datetimes, ``start < end``."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        require_aware(self.start, "window start")
+        require_aware(self.end, "window end")
+        if not self.start < self.end:
+            raise ValueError(f"window start {self.start.isoformat()} is not before end {self.end.isoformat()}")
+
+    @property
+    def span(self) -> timedelta:
+        return _utc(self.end) - _utc(self.start)
+
+    def __contains__(self, instant: object) -> bool:
+        return isinstance(instant, datetime) and self.start <= instant < self.end
+
+
+def _utc(dt: datetime) -> datetime:
+    # Subtracting two datetimes that share a ZoneInfo uses wall time; UTC makes it real elapsed time.
+    return dt.astimezone(timezone.utc)
+
+
+def fetch_window(partition_start: datetime, partition_end: datetime, *,
+                 overlap: timedelta = DEFAULT_OVERLAP) -> Window:
+    """The range to fetch for partition ``[partition_start, partition_end)``: start moved ``overlap`` earlier."""
+    if overlap < timedelta(0):
+        raise ValueError(f"overlap must not be negative, got {overlap}")
+    require_aware(partition_start, "partition start")
+    start = (_utc(partition_start) - overlap).astimezone(partition_start.tzinfo)
+    return Window(start, partition_end)
+
+
+def split_window(start: datetime, end: datetime, max_span: timedelta) -> list[Window]:
+    """Contiguous windows covering ``[start, end)`` exactly, each at most ``max_span`` long.
+
+    Pieces start at ``start`` and step by ``max_span``; only the last may be shorter. Give a whole
+    number of seconds: TOP times have second precision, so sub-second edges would blur on the wire.
+    """
+    if max_span <= timedelta(0):
+        raise ValueError(f"max_span must be positive, got {max_span}")
+    whole = Window(start, end)
+    zone = start.tzinfo
+    cursor, stop = _utc(whole.start), _utc(whole.end)
+    pieces: list[Window] = []
+    while cursor < stop:
+        upper = min(cursor + max_span, stop)
+        pieces.append(Window(cursor.astimezone(zone), end if upper == stop else upper.astimezone(zone)))
+        cursor = upper
+    return pieces
+
+
+def fetch_windows(partition_start: datetime, partition_end: datetime, *,
+                  overlap: timedelta = DEFAULT_OVERLAP,
+                  max_span: timedelta = INCREMENT_ADVISED_SPAN) -> list[Window]:
+    """``fetch_window`` then ``split_window``: the API calls' windows for one partition, oldest first."""
+    window = fetch_window(partition_start, partition_end, overlap=overlap)
+    return split_window(window.start, window.end, max_span)
+
+
+def window_is_closed(window_end: datetime, *, now: datetime, safety_lag: timedelta) -> bool:
+    """True when ``window_end <= now - safety_lag``: only then may the window be fetched and completed."""
+    require_aware(window_end, "window end")
+    require_aware(now, "now")
+    if safety_lag < timedelta(0):
+        raise ValueError(f"safety_lag must not be negative, got {safety_lag}")
+    return _utc(window_end) <= _utc(now) - safety_lag
+
+
+def day_window(day: date) -> Window:
+    """The Asia/Shanghai calendar day ``day``: 00:00 to the next day's 00:00, both +08:00."""
+    if isinstance(day, datetime):
+        raise TypeError("day_window takes a date, not a datetime")
+    return Window(datetime.combine(day, time(0), SHANGHAI),
+                  datetime.combine(day + timedelta(days=1), time(0), SHANGHAI))
+
+
+def partition_windows(start: datetime, end: datetime, span: timedelta) -> list[Window]:
+    """The grid of partitions of length ``span`` from ``start`` to ``end`` (which must be a whole number
+    of spans apart): e.g. every 15-minute partition a single-run backfill covers."""
+    whole = Window(start, end)
+    if span <= timedelta(0) or whole.span % span:
+        raise ValueError(f"[{start.isoformat()}, {end.isoformat()}) is not a whole number of {span} partitions")
+    return split_window(start, end, span)
+
+
+def partition_key_window(key: str, *, span: timedelta = timedelta(minutes=15),
+                         fmt: str = PARTITION_KEY_FORMAT) -> Window:
+    """The window of a Dagster time-partition key read in Asia/Shanghai, e.g. ``"2026-11-26-10:15"``
+    -> ``[10:15, 10:30) +08:00``. Raises ``ValueError`` for a key not in ``fmt``."""
+    start = datetime.strptime(key, fmt).replace(tzinfo=SHANGHAI)
+    return Window(start, (_utc(start) + span).astimezone(SHANGHAI))
