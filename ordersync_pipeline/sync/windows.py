@@ -9,6 +9,7 @@ inputs were expressed in; results keep the zone of the input they came from.
   trades; the monotonic upsert makes that harmless.
 * ``split_window``: the increment API takes at most 1 day per call and advises 30 minutes, so a long
   window (a backfill, a catch-up after an outage) is cut into contiguous pieces that cover it exactly.
+  The cutting itself is the pager's (top/paging.py), so the two can never disagree.
 * ``window_is_closed``: a window is only fetched once ``end <= now - safety_lag``; fetching earlier
   would mark as complete a range the platform has not finished making visible.
 * ``day_window`` / ``partition_key_window``: Asia/Shanghai days and Dagster time-partition keys.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from ordersync_pipeline.timeutil import SHANGHAI, require_aware
+from ordersync_pipeline.top.paging import split_window as _pager_split_window
 
 __all__ = [
     "Window", "DEFAULT_OVERLAP", "INCREMENT_MAX_SPAN", "INCREMENT_ADVISED_SPAN", "PARTITION_KEY_FORMAT",
@@ -72,20 +74,13 @@ def fetch_window(partition_start: datetime, partition_end: datetime, *,
 def split_window(start: datetime, end: datetime, max_span: timedelta) -> list[Window]:
     """Contiguous windows covering ``[start, end)`` exactly, each at most ``max_span`` long.
 
-    Pieces start at ``start`` and step by ``max_span``; only the last may be shorter. Give a whole
+    The pager's ``split_window`` (top/paging.py) is the one implementation; this wraps its pieces in
+    ``Window`` and refuses an empty or reversed range instead of returning no pieces. Give a whole
     number of seconds: TOP times have second precision, so sub-second edges would blur on the wire.
     """
-    if max_span <= timedelta(0):
-        raise ValueError(f"max_span must be positive, got {max_span}")
-    whole = Window(start, end)
-    zone = start.tzinfo
-    cursor, stop = _utc(whole.start), _utc(whole.end)
-    pieces: list[Window] = []
-    while cursor < stop:
-        upper = min(cursor + max_span, stop)
-        pieces.append(Window(cursor.astimezone(zone), end if upper == stop else upper.astimezone(zone)))
-        cursor = upper
-    return pieces
+    Window(start, end)
+    return [Window(piece_start, piece_end)
+            for piece_start, piece_end in _pager_split_window(start, end, max_span)]
 
 
 def fetch_windows(partition_start: datetime, partition_end: datetime, *,
