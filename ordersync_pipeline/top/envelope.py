@@ -11,6 +11,7 @@ retryable ``MalformedResponseError``. It never turns into an empty result: a tru
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -27,6 +28,7 @@ LIST_WRAPPERS: dict[str, str] = {
     "trace_list": "transit_step_info", "promotion_details": "promotion_detail",
     "service_orders": "service_order", "step_pay_details": "step_pay_detail",
 }
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
 # Nested lists inside a trade object that are unwrapped for consumers.
 _TRADE_LISTS = ("orders", "promotion_details", "service_orders", "step_pay_details")
 
@@ -38,11 +40,17 @@ def response_key(method: str) -> str:
 
 
 def loads(body: bytes) -> Any:
-    """Decode JSON, exact for 19-digit ids; stdlib fallback for what orjson rejects (e.g. > 64-bit ints)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
+    """Decode JSON with every integer exact (19-digit ids stay ints).
+
+    orjson is exact up to 64 bits but turns a longer integer into a float without a word, so a body
+    with any run of 20+ digits goes to the stdlib parser, as does anything orjson rejects.
+    """
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
 
 
 def parse_body(body: bytes, method: str, *, simplify: bool = False,

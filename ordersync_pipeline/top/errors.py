@@ -10,8 +10,8 @@ TopError                      code, sub_code, msg, sub_msg, request_id, method, 
  │    ├── MissingSessionError     code 26
  │    └── InvalidSessionError     code 27 ("re-authorise this shop <shop_id>")
  ├── InvalidArgumentsError    code 40 / 41: .parameter names the argument
- ├── ServerError              code 15 + isp.*: retryable except the three deterministic isp codes
- ├── BusinessError            code 15 + isv.* (e.g. isv.trade-not-exist): not retryable
+ ├── ServerError              code 15 + isp.* (or no sub_code): retryable except three deterministic isp codes
+ ├── BusinessError            code 15 + isv.* (e.g. isv.trade-not-exist), code >= 100: not retryable
  └── PlatformError            any other code (permissions, timestamp, app key, ...)
 ```
 
@@ -161,9 +161,10 @@ def _error_class(code: int | None, sub_code: str) -> type[TopError]:
     }
     if code in by_code:
         return by_code[code]
-    if sub_code.startswith("isp."):
-        return ServerError
-    if sub_code.startswith("isv.") or (code is not None and code >= 100):
+    if code == 15:
+        # Business refusals are isv.*; everything else under 15 is a server-side fault.
+        return BusinessError if sub_code.startswith("isv.") else ServerError
+    if code is not None and code >= 100:
         return BusinessError
     return PlatformError
 
