@@ -228,6 +228,8 @@ def _order_list(value: Any) -> list[Any]:
             return []
         if len(value) == 1 and "order" in value:
             value = value["order"]
+            if isinstance(value, dict):  # one order sent as an object, not a list
+                return [value]
     if isinstance(value, list):
         return value
     raise _Invalid(f"field 'orders' = {_show(value)} is not a list of orders")

@@ -43,10 +43,13 @@ class PageBodyError(ValueError):
 def unwrap_list(value: Any, item_key: str) -> Any:
     """``{"order": [...]}`` -> ``[...]``; a plain list (simplify=true) is returned as is.
 
-    Anything else is returned unchanged so validation further on can name what was wrong with it.
+    A single item sent as an object (``{"order": {...}}``, XML heritage) becomes a one-item list, as
+    the client's ``top.envelope.unwrap_list`` does. Anything else is returned unchanged so validation
+    further on can name what was wrong with it.
     """
     if isinstance(value, dict) and len(value) == 1 and item_key in value:
-        return value[item_key]
+        items = value[item_key]
+        return [items] if isinstance(items, dict) else items
     return value
 
 

@@ -1,0 +1,322 @@
+"""The raw page lake: every fetched ``TradePage`` kept as received, as Parquet, so any partition can
+be rebuilt from disk without calling the API again.
+
+Layout (one data file and one manifest per shop, stream and partition key)::
+
+    ROOT/pages/stream=increment/shop_id=shop-1/partition=2026-11-26-10:15.parquet
+    ROOT/pages/stream=increment/shop_id=shop-1/partition=2026-11-26-10:15.manifest.json
+
+Path parts are percent-escaped except ``A-Z a-z 0-9 _ . - :`` (``:`` kept so Dagster time keys stay
+readable; fine on POSIX), so a key can neither climb out of its directory nor clash with another.
+
+Columns: shop_id, method, window_start, window_end, page_no, page_size, request_id, fetched_at,
+total_results, has_next, body. Trades are not stored twice: readers re-parse ``body``.
+
+Publishing protocol (why a half-written partition is never taken for a whole one):
+
+1. Pages stream into a hidden temp file beside the target, one row group per ``PAGES_PER_ROW_GROUP``
+   pages, so memory stays flat however many pages arrive. If the page iterator raises, the temp file
+   is deleted and nothing else is touched (a previous version of the partition stays published).
+2. After the last page: fsync, hash; remove the old manifest (the partition is now "absent", never
+   "complete with the wrong file"), atomically rename the data file into place, then write the new
+   manifest atomically. The manifest names the page/trade counts, the windows and the file's sha256.
+3. Readers require the manifest and check the file's size and sha256 against it, hashing the very
+   file handle they then read from, so a concurrent re-publish cannot mix two versions.
+
+Errors: ``LakeError`` (base) > ``PartitionMissing`` (no manifest: never written, interrupted, or being
+re-published) and ``PartitionCorrupt`` (manifest and data file disagree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ordersync_pipeline.sync.pages import TradePage, trades_from_body
+from ordersync_pipeline.timeutil import require_aware
+
+__all__ = ["PageLake", "LakeManifest", "LakeError", "PartitionMissing", "PartitionCorrupt",
+           "PAGE_SCHEMA", "PAGES_PER_ROW_GROUP"]
+
+# ~50 pages of <= 100 trades: a few MB per row group, large enough to compress well.
+PAGES_PER_ROW_GROUP = 50
+MANIFEST_FORMAT = 1
+_TS = pa.timestamp("us", tz="UTC")
+PAGE_SCHEMA = pa.schema([
+    pa.field("shop_id", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("window_start", _TS, nullable=False),
+    pa.field("window_end", _TS, nullable=False),
+    pa.field("page_no", pa.int32(), nullable=False),
+    pa.field("page_size", pa.int32(), nullable=False),
+    pa.field("request_id", pa.string()),
+    pa.field("fetched_at", _TS, nullable=False),
+    pa.field("total_results", pa.int64()),
+    pa.field("has_next", pa.bool_()),
+    pa.field("body", pa.binary(), nullable=False),
+])
+_SMALL_COLUMNS = [name for name in PAGE_SCHEMA.names if name != "body"]
+_SAFE = "_.-:"
+
+
+class LakeError(Exception):
+    """Base of the page-lake errors."""
+
+
+class PartitionMissing(LakeError, LookupError):
+    """No published partition: never written, its write was interrupted, or it is being re-published."""
+
+
+class PartitionCorrupt(LakeError):
+    """The manifest and the data file disagree (size or sha256), or the data file is gone."""
+
+
+@dataclass(frozen=True)
+class LakeManifest:
+    shop_id: str
+    stream: str
+    partition_key: str
+    path: Path                                   # the published Parquet file
+    pages: int
+    trades: int
+    bytes: int
+    sha256: str
+    windows: tuple[tuple[datetime, datetime], ...]  # distinct (start, end) in first-seen order
+    written_at: datetime
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "format": MANIFEST_FORMAT, "shop_id": self.shop_id, "stream": self.stream,
+            "partition_key": self.partition_key, "file": self.path.name, "pages": self.pages,
+            "trades": self.trades, "bytes": self.bytes, "sha256": self.sha256,
+            "windows": [[s.isoformat(), e.isoformat()] for s, e in self.windows],
+            "written_at": self.written_at.isoformat(),
+        }, option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def from_json(cls, data: bytes, directory: Path) -> LakeManifest:
+        doc = orjson.loads(data)
+        if doc.get("format") != MANIFEST_FORMAT:
+            raise PartitionCorrupt(f"unknown manifest format {doc.get('format')!r}")
+        return cls(shop_id=doc["shop_id"], stream=doc["stream"], partition_key=doc["partition_key"],
+                   path=directory / doc["file"], pages=doc["pages"], trades=doc["trades"],
+                   bytes=doc["bytes"], sha256=doc["sha256"],
+                   windows=tuple((datetime.fromisoformat(s), datetime.fromisoformat(e))
+                                 for s, e in doc["windows"]),
+                   written_at=datetime.fromisoformat(doc["written_at"]))
+
+
+def _escape(part: str, what: str) -> str:
+    if not part:
+        raise ValueError(f"{what} must not be empty")
+    return quote(part, safe=_SAFE)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(handle: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class _PageBuffer:
+    """Column lists for up to one row group of pages."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in PAGE_SCHEMA.names}
+
+    def __len__(self) -> int:
+        return len(self.columns["body"])
+
+    def add(self, page: TradePage) -> None:
+        cols = self.columns
+        cols["shop_id"].append(page.shop_id)
+        cols["method"].append(page.method)
+        cols["window_start"].append(require_aware(page.window_start, "page window_start"))
+        cols["window_end"].append(require_aware(page.window_end, "page window_end"))
+        cols["page_no"].append(page.page_no)
+        cols["page_size"].append(page.page_size)
+        cols["request_id"].append(page.request_id)
+        cols["fetched_at"].append(require_aware(page.fetched_at, "page fetched_at"))
+        cols["total_results"].append(page.total_results)
+        cols["has_next"].append(page.has_next)
+        cols["body"].append(page.body)
+
+    def flush(self, writer: pq.ParquetWriter) -> None:
+        if len(self):
+            writer.write_batch(pa.record_batch(self.columns, schema=PAGE_SCHEMA))
+            self.columns = {name: [] for name in PAGE_SCHEMA.names}
+
+
+class PageLake:
+    """Raw ``TradePage``s under ``root``, one atomically published Parquet file per partition."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"PageLake({str(self.root)!r})"
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    def _directory(self, shop_id: str, stream: str) -> Path:
+        return (self.root / "pages" / f"stream={_escape(stream, 'stream')}"
+                / f"shop_id={_escape(shop_id, 'shop_id')}")
+
+    def partition_path(self, *, shop_id: str, stream: str, partition_key: str) -> Path:
+        """Where the partition's Parquet file lives once published."""
+        name = f"partition={_escape(partition_key, 'partition_key')}.parquet"
+        return self._directory(shop_id, stream) / name
+
+    def manifest_path(self, *, shop_id: str, stream: str, partition_key: str) -> Path:
+        path = self.partition_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
+        return path.with_name(path.name.removesuffix(".parquet") + ".manifest.json")
+
+    # -- write ----------------------------------------------------------------------------------
+
+    def write_partition(self, *, shop_id: str, stream: str, partition_key: str,
+                        pages: Iterable[TradePage]) -> LakeManifest:
+        """Stream ``pages`` into the partition and publish it; replaces an earlier version atomically.
+
+        Pages must belong to ``shop_id``. If ``pages`` raises, nothing is published and the earlier
+        version (if any) stays as it was; the exception propagates.
+        """
+        target = self.partition_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
+        manifest_path = self.manifest_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            page_count, trade_count, windows = self._write_pages(temp, shop_id, pages)
+            with open(temp, "rb") as handle:
+                sha256, size = _sha256(handle)
+            manifest = LakeManifest(
+                shop_id=shop_id, stream=stream, partition_key=partition_key, path=target,
+                pages=page_count, trades=trade_count, bytes=size, sha256=sha256,
+                windows=tuple(windows), written_at=datetime.now(timezone.utc))
+            self._publish(temp, target, manifest_path, manifest)
+        finally:
+            temp.unlink(missing_ok=True)
+        return manifest
+
+    @staticmethod
+    def _write_pages(temp: Path, shop_id: str, pages: Iterable[TradePage],
+                     ) -> tuple[int, int, dict[tuple[datetime, datetime], None]]:
+        page_count = trade_count = 0
+        windows: dict[tuple[datetime, datetime], None] = {}  # an ordered set
+        buffer = _PageBuffer()
+        with open(temp, "wb") as sink:
+            # Dictionary encoding and statistics are useless on the body column and cost memory.
+            with pq.ParquetWriter(sink, PAGE_SCHEMA, compression="zstd", use_dictionary=_SMALL_COLUMNS,
+                                  write_statistics=_SMALL_COLUMNS) as writer:
+                for page in pages:
+                    if page.shop_id != shop_id:
+                        raise ValueError(f"page of shop {page.shop_id!r} written to shop {shop_id!r}")
+                    buffer.add(page)
+                    page_count += 1
+                    trade_count += len(page.trades)
+                    windows[(page.window_start, page.window_end)] = None
+                    if len(buffer) >= PAGES_PER_ROW_GROUP:
+                        buffer.flush(writer)
+                buffer.flush(writer)
+            sink.flush()
+            os.fsync(sink.fileno())
+        return page_count, trade_count, windows
+
+    @staticmethod
+    def _publish(temp: Path, target: Path, manifest_path: Path, manifest: LakeManifest) -> None:
+        # Order matters: without a manifest the partition reads as missing, never as complete with
+        # a file the manifest does not describe.
+        manifest_path.unlink(missing_ok=True)
+        os.replace(temp, target)
+        manifest_temp = manifest_path.with_name(f".{manifest_path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(manifest_temp, "wb") as handle:
+                handle.write(manifest.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(manifest_temp, manifest_path)
+        finally:
+            manifest_temp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def manifest(self, *, shop_id: str, stream: str, partition_key: str) -> LakeManifest:
+        """The published manifest; raises ``PartitionMissing`` when there is none."""
+        path = self.manifest_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise PartitionMissing(
+                f"lake partition shop_id={shop_id} stream={stream} partition={partition_key} is "
+                f"missing or incomplete (no manifest at {path})") from None
+        return LakeManifest.from_json(data, path.parent)
+
+    def has_partition(self, *, shop_id: str, stream: str, partition_key: str) -> bool:
+        """True when a manifest is published and its data file has the recorded size (no hashing)."""
+        try:
+            manifest = self.manifest(shop_id=shop_id, stream=stream, partition_key=partition_key)
+            return manifest.path.stat().st_size == manifest.bytes
+        except (PartitionMissing, FileNotFoundError):
+            return False
+
+    def read_partition(self, *, shop_id: str, stream: str, partition_key: str) -> Iterator[TradePage]:
+        """The partition's pages in written order, trades re-parsed from each body.
+
+        Checks happen now, before the first page: ``PartitionMissing`` without a manifest,
+        ``PartitionCorrupt`` when the file does not match it. Pages are read a row group at a time.
+        """
+        manifest = self.manifest(shop_id=shop_id, stream=stream, partition_key=partition_key)
+        try:
+            handle = open(manifest.path, "rb")
+        except FileNotFoundError:
+            raise PartitionCorrupt(f"manifest names {manifest.path}, which does not exist") from None
+        try:
+            sha256, size = _sha256(handle)
+            if (size, sha256) != (manifest.bytes, manifest.sha256):
+                raise PartitionCorrupt(
+                    f"{manifest.path}: {size} bytes sha256 {sha256[:12]}..., manifest says "
+                    f"{manifest.bytes} bytes sha256 {manifest.sha256[:12]}...")
+            handle.seek(0)
+        except BaseException:
+            handle.close()
+            raise
+        return _iter_pages(handle)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc)
+
+
+def _iter_pages(handle: IO[bytes]) -> Iterator[TradePage]:
+    with handle, pq.ParquetFile(handle) as parquet:
+        for batch in parquet.iter_batches(batch_size=PAGES_PER_ROW_GROUP):
+            for row in batch.to_pylist():
+                trades, _, _ = trades_from_body(row["body"])
+                yield TradePage(
+                    shop_id=row["shop_id"], method=row["method"],
+                    window_start=_utc(row["window_start"]), window_end=_utc(row["window_end"]),
+                    page_no=row["page_no"], page_size=row["page_size"], request_id=row["request_id"],
+                    fetched_at=_utc(row["fetched_at"]), body=row["body"], trades=trades,
+                    total_results=row["total_results"], has_next=row["has_next"])
