@@ -153,3 +153,30 @@ def test_any_order_and_batching_of_versions_ends_at_the_newest(
         assert stored is not None
         assert stored["status"] == f"STATUS_{n_versions - 1}"
         assert stored["modified"] == T0 + timedelta(minutes=n_versions - 1)
+
+
+def test_trades_and_their_lines_land_in_one_call(wh: Warehouse) -> None:
+    trades_result, orders_result = wh.upsert_trades_with_orders(
+        [trade(1, 2), trade(2, 1)], [order(11, 1, 2), order(12, 1, 2), order(21, 2, 1)]
+    )
+    assert (trades_result.table, trades_result.sent, orders_result.table, orders_result.sent) == (
+        "trades", 2, "trade_orders", 3,
+    )
+    assert [o["oid"] for o in wh.orders_for(1)] == [11, 12]
+
+
+def test_a_bad_order_line_keeps_its_trade_out_too(wh: Warehouse) -> None:
+    with pytest.raises(ValueError):
+        wh.upsert_trades_with_orders([trade(1, 1)], [{"oid": 11, "tid": 1, "shop_id": "shop-1"}])
+    assert wh.trade_count() == 0
+
+
+def test_large_batches_span_chunks_and_reuse_the_staging_table(wh: Warehouse) -> None:
+    first = [trade(tid, 1) for tid in range(1, 2501)]
+    second = [trade(tid, 2 if tid % 2 else 0) for tid in range(1, 2501)]  # odd tids newer, even older
+    wh.upsert_trades(first)
+    wh.upsert_trades(second)
+    assert wh.trade_count() == 2500
+    assert wh.get_trade(1)["status"] == "STATUS_2"  # type: ignore[index]
+    assert wh.get_trade(2)["status"] == "STATUS_1"  # type: ignore[index]
+    assert wh.get_trade(2499)["status"] == "STATUS_2"  # type: ignore[index]

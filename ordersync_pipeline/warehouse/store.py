@@ -60,14 +60,29 @@ class Warehouse:
         """Cache fullinfo trades by ``tid``; ``detail`` is JSON text without receiver personal fields."""
         return self._upsert("trade_details", rows)
 
+    def upsert_trades_with_orders(
+        self, trades_rows: Sequence[Mapping[str, Any]], order_rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[UpsertResult, UpsertResult]:
+        """Both upserts in one transaction: a trade and its lines land together (and commit once)."""
+        return self._upsert_many([("trades", trades_rows), ("trade_orders", order_rows)])  # type: ignore[return-value]
+
     def _upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
-        table = metadata.tables[table_name]
-        key = MONOTONIC_TABLES[table_name]
-        unique = newest_per_key(prepare_rows(table, key, rows), key)
-        if unique:
+        return self._upsert_many([(table_name, rows)])[0]
+
+    def _upsert_many(self, loads: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> list[UpsertResult]:
+        # Prepare (and validate) everything before opening the transaction: a bad row fails the
+        # whole call without touching the database.
+        prepared = []
+        for table_name, rows in loads:
+            table = metadata.tables[table_name]
+            key = MONOTONIC_TABLES[table_name]
+            prepared.append((table, key, newest_per_key(prepare_rows(table, key, rows), key), len(rows)))
+        if any(unique for _, _, unique, _ in prepared):
             with self.engine.begin() as conn:
-                self._strategy.upsert(conn, table, key, unique)
-        return UpsertResult(table=table_name, sent=len(rows), unique=len(unique))
+                for table, key, unique, _ in prepared:
+                    if unique:
+                        self._strategy.upsert(conn, table, key, unique)
+        return [UpsertResult(table=t.name, sent=sent, unique=len(u)) for t, _, u, sent in prepared]
 
     # -- ledger, quarantine, windows ---------------------------------------------------------
 

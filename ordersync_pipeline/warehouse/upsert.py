@@ -17,6 +17,8 @@ PostgreSQL refuses to touch one row twice in a statement, and doing it here keep
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,12 +63,13 @@ def prepare_rows(table: sa.Table, key: str, rows: Iterable[Mapping[str, Any]]) -
     stamp_time = utc_now()
     prepared: list[Row] = []
     for row in rows:
-        unknown = row.keys() - known
-        if unknown:
-            raise ValueError(f"{table.name}: unknown column(s) {sorted(unknown)}")
+        if not known.issuperset(row):
+            raise ValueError(f"{table.name}: unknown column(s) {sorted(row.keys() - known)}")
         if row.get(key) is None or row.get("modified") is None:
             raise ValueError(f"{table.name}: every row needs {key!r} and 'modified', got {dict(row)!r}")
-        full = {name: row.get(name) for name in columns}
+        # fromkeys + update runs in C: this loop is on the hot path of every load.
+        full = dict.fromkeys(columns)
+        full.update(row)
         for name in stamps:
             if full[name] is None:
                 full[name] = stamp_time
@@ -139,23 +142,38 @@ def _pg_copy_type(column: sa.Column[Any]) -> str:
 class PostgresCopyUpsert:
     def upsert(self, conn: Connection, table: sa.Table, key: str, rows: list[Row]) -> None:
         columns = [c.name for c in table.columns]
-        staging = f"_stage_{table.name}"
-        # ON COMMIT DELETE ROWS + IF NOT EXISTS: one staging table per connection, reused by every
-        # batch, instead of creating and dropping catalog entries a thousand rows at a time.
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table.name}) ON COMMIT DELETE ROWS"
-        )
+        staging = _pg_staging_table(conn, table)
         raw = conn.connection.driver_connection
         assert raw is not None
-        column_list = ", ".join(columns)
+        as_tuple = operator.itemgetter(*columns)
         with raw.cursor() as cursor:
-            with cursor.copy(f"COPY {staging} ({column_list}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy_sql = f"COPY {staging} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+            with cursor.copy(copy_sql) as copy:
+                # Binary COPY measured ~30 % faster than text here; the types must be named for it.
                 copy.set_types([_pg_copy_type(c) for c in table.columns])
                 for row in rows:
-                    copy.write_row([row[name] for name in columns])
+                    copy.write_row(as_tuple(row))
         conn.execute(_pg_merge_statement(table, key, staging))
 
 
+def _pg_staging_table(conn: Connection, table: sa.Table) -> str:
+    """The connection's staging table for ``table``, created on first use.
+
+    ON COMMIT DELETE ROWS keeps one temp table per pooled connection for every later batch instead
+    of creating and dropping catalog entries a thousand rows at a time; the pooled connection's
+    ``info`` remembers it so later batches skip the round trip.
+    """
+    staging = f"_stage_{table.name}"
+    created: set[str] = conn.connection.info.setdefault("ordersync_staging", set())
+    if staging not in created:
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table.name}) ON COMMIT DELETE ROWS"
+        )
+        created.add(staging)
+    return staging
+
+
+@functools.cache
 def _pg_merge_statement(table: sa.Table, key: str, staging: str) -> sa.Executable:
     source = sa.table(staging, *[sa.column(c.name) for c in table.columns])
     stmt = pg_dialect.insert(table).from_select([c.name for c in table.columns], sa.select(source))
