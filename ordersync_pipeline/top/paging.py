@@ -1,0 +1,186 @@
+"""Pagers over the trade list APIs, yielding one ``TradePage`` at a time (bounded memory).
+
+- ``iter_sold_pages``: ``taobao.trades.sold.get`` by created window, forward with ``use_has_next``.
+  Safe because ``created`` never changes: a trade cannot leave or move within a created window.
+- ``iter_increment_pages``: ``taobao.trades.sold.increment.get`` by modified window, split into spans
+  of at most one day, each walked from the last page back to page 1 (see ``_walk_span``).
+- ``get_trade_fullinfo``: one trade's ``taobao.trade.fullinfo.get`` object.
+
+Windows are half-open ``[start, end)`` in the contract. TOP's end parameters are inclusive to the
+second, so a trade stamped exactly ``end`` can appear in two adjacent windows; the warehouse upserts
+by (tid, modified), so that duplicate is harmless, whereas sending ``end - 1s`` would lose trades on a
+gateway that treats ``end`` as exclusive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from ordersync_pipeline.sync.pages import TradePage
+from ordersync_pipeline.timeutil import now as utc_now
+from ordersync_pipeline.timeutil import require_aware
+from ordersync_pipeline.top.client import TopClient, TopResponse
+from ordersync_pipeline.top.envelope import unwrap_list, unwrap_trade
+from ordersync_pipeline.top.errors import MalformedResponseError
+
+__all__ = ["TradePage", "ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "FULLINFO_GET", "MAX_PAGE_SIZE",
+           "MAX_INCREMENT_SPAN", "iter_sold_pages", "iter_increment_pages", "get_trade_fullinfo",
+           "split_window"]
+
+SOLD_GET = "taobao.trades.sold.get"
+INCREMENT_GET = "taobao.trades.sold.increment.get"
+FULLINFO_GET = "taobao.trade.fullinfo.get"
+MAX_PAGE_SIZE = 100
+MAX_INCREMENT_SPAN = timedelta(days=1)
+
+# Every returned trade type (top-api.md 4.2). Omitting ``type`` makes TOP return only its five default
+# types, silently dropping the rest. ``guarantee_trade`` is a query composite of fixed + auction,
+# both listed here, so it is not needed.
+ALL_TRADE_TYPES: tuple[str, ...] = (
+    "fixed", "auction", "step", "independent_simple_trade", "independent_shop_trade",
+    "auto_delivery", "ec", "cod", "game_equipment", "shopex_trade", "netcn_trade", "external_trade",
+    "instant_trade", "b2c_cod", "hotel_trade", "super_market_trade", "super_market_cod_trade",
+    "taohua", "waimai", "o2o_offlinetrade", "nopaid", "eticket", "tmall_i18n", "insurance_plus",
+    "finance", "pre_auth_type", "lazada", "fenxiao",
+)
+# A re-walk of a span when its total grew while we paged is bounded: growth means trades entered
+# a window that should already be settled, which the caller's safety lag is meant to prevent.
+_MAX_WALKS = 3
+
+
+def split_window(start: datetime, end: datetime, max_span: timedelta) -> list[tuple[datetime, datetime]]:
+    """Contiguous ``[s, e)`` pieces covering ``[start, end)`` exactly, none longer than ``max_span``."""
+    require_aware(start, "start")
+    require_aware(end, "end")
+    if max_span <= timedelta(0):
+        raise ValueError("max_span must be positive")
+    pieces: list[tuple[datetime, datetime]] = []
+    cursor = start
+    while cursor < end:
+        stop = min(cursor + max_span, end)
+        pieces.append((cursor, stop))
+        cursor = stop
+    return pieces
+
+
+def _check_page_size(page_size: int) -> None:
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+
+
+def _page(resp: TopResponse, *, shop_id: str, start: datetime, end: datetime, page_no: int,
+          page_size: int) -> TradePage:
+    data = resp.data
+    if "total_results" not in data and "has_next" not in data:
+        # Neither count nor flag: not a complete trades answer (never read it as "no trades").
+        raise MalformedResponseError("trades response has neither total_results nor has_next",
+                                     method=resp.method, request_id=resp.request_id, shop_id=shop_id)
+    try:
+        raw = unwrap_list(data.get("trades"), "trade")
+    except ValueError as exc:
+        raise MalformedResponseError(str(exc), method=resp.method, request_id=resp.request_id,
+                                     shop_id=shop_id) from None
+    total = data.get("total_results")
+    has_next = data.get("has_next")
+    return TradePage(
+        shop_id=shop_id, method=resp.method, window_start=start, window_end=end, page_no=page_no,
+        page_size=page_size, request_id=resp.request_id, fetched_at=utc_now(), body=resp.body,
+        trades=[unwrap_trade(t, keys=("orders",)) for t in raw if isinstance(t, dict)],
+        total_results=int(total) if isinstance(total, int) and not isinstance(total, bool) else None,
+        has_next=has_next if isinstance(has_next, bool) else None)
+
+
+def iter_sold_pages(client: TopClient, *, shop_id: str, session: str, start_created: datetime,
+                    end_created: datetime, fields: str, page_size: int = 100,
+                    types: Sequence[str] = ALL_TRADE_TYPES) -> Iterator[TradePage]:
+    """Pages of trades created in ``[start_created, end_created)``, forward until ``has_next`` is false."""
+    _check_page_size(page_size)
+    require_aware(start_created, "start_created")
+    require_aware(end_created, "end_created")
+    page_no = 1
+    while True:
+        resp = client.call(SOLD_GET, {
+            "fields": fields, "start_created": start_created, "end_created": end_created,
+            "type": list(types), "page_no": page_no, "page_size": page_size, "use_has_next": True,
+        }, session=session, shop_id=shop_id)
+        page = _page(resp, shop_id=shop_id, start=start_created, end=end_created, page_no=page_no,
+                     page_size=page_size)
+        yield page
+        if not _more(page):
+            return
+        page_no += 1
+
+
+def _more(page: TradePage) -> bool:
+    if page.has_next is not None:
+        return page.has_next
+    if page.total_results is not None:
+        return page.page_no * page.page_size < page.total_results
+    return len(page.trades) >= page.page_size
+
+
+def iter_increment_pages(client: TopClient, *, shop_id: str, session: str, start_modified: datetime,
+                         end_modified: datetime, fields: str, page_size: int = 100,
+                         types: Sequence[str] = ALL_TRADE_TYPES) -> Iterator[TradePage]:
+    """Pages of trades modified in ``[start_modified, end_modified)``, in spans of at most one day.
+
+    ``end_modified`` should trail the platform's clock by its visibility lag (the sync layer's
+    safety lag): reverse paging is only loss-free while trades can leave the window but not enter it.
+    """
+    _check_page_size(page_size)
+    for span_start, span_end in split_window(start_modified, end_modified, MAX_INCREMENT_SPAN):
+        yield from _walk_span(client, shop_id=shop_id, session=session, start=span_start,
+                              end=span_end, fields=fields, page_size=page_size, types=types)
+
+
+def _walk_span(client: TopClient, *, shop_id: str, session: str, start: datetime, end: datetime,
+               fields: str, page_size: int, types: Sequence[str]) -> Iterator[TradePage]:
+    def fetch(page_no: int) -> TradePage:
+        resp = client.call(INCREMENT_GET, {
+            "fields": fields, "start_modified": start, "end_modified": end, "type": list(types),
+            "page_no": page_no, "page_size": page_size, "use_has_next": False,
+        }, session=session, shop_id=shop_id)
+        return _page(resp, shop_id=shop_id, start=start, end=end, page_no=page_no, page_size=page_size)
+
+    first = fetch(1)
+    total = _total(first)
+    if total <= page_size:
+        yield first  # everything fit in one page: one call for the span
+        return
+    # Results are sorted by ``modified`` desc. While we page, a trade in the window can be modified
+    # again: its new ``modified`` is past ``end``, so it leaves the window and every trade behind it
+    # moves one place toward page 1. Walking forward, such a shift slides an unread trade onto a page
+    # already read: lost. Walking backward (last page first), a shift only slides an already-read
+    # trade onto a page not yet read: a duplicate, which upserts absorb. Page 1 is therefore read
+    # again last; the first read only told us how many pages there are.
+    for _ in range(_MAX_WALKS):
+        for page_no in range(math.ceil(total / page_size), 1, -1):
+            yield fetch(page_no)
+        last = fetch(1)
+        yield last
+        grown = _total(last)
+        if grown <= total:
+            return
+        total = grown  # trades entered the window mid-walk; walk it again so none is skipped
+
+
+def _total(page: TradePage) -> int:
+    if page.total_results is None:
+        raise MalformedResponseError("increment response without total_results (use_has_next=false)",
+                                     method=page.method, request_id=page.request_id,
+                                     shop_id=page.shop_id)
+    return page.total_results
+
+
+def get_trade_fullinfo(client: TopClient, *, shop_id: str, session: str, tid: int,
+                       fields: str) -> dict[str, Any]:
+    """The ``trade`` object of ``taobao.trade.fullinfo.get``, nested lists unwrapped."""
+    resp = client.call(FULLINFO_GET, {"fields": fields, "tid": tid}, session=session, shop_id=shop_id)
+    trade = resp.data.get("trade")
+    if not isinstance(trade, dict):
+        raise MalformedResponseError("trade_fullinfo_get_response has no trade object",
+                                     method=FULLINFO_GET, request_id=resp.request_id, shop_id=shop_id)
+    return unwrap_trade(trade)
