@@ -117,7 +117,8 @@ def test_partition_windows_is_an_exact_grid() -> None:
 
 def test_partition_key_window_reads_dagster_keys_in_shanghai() -> None:
     window = partition_key_window("2026-11-26-10:15")
-    assert window == Window(datetime(2026, 11, 26, 2, 15, tzinfo=UTC), datetime(2026, 11, 26, 2, 30, tzinfo=UTC))
+    assert window == Window(datetime(2026, 11, 26, 2, 15, tzinfo=UTC),
+                            datetime(2026, 11, 26, 2, 30, tzinfo=UTC))
     assert partition_key_window("2026-11-26-23:45").end == datetime(2026, 11, 27, 0, 0, tzinfo=GMT8)
     with pytest.raises(ValueError):
         partition_key_window("2026-11-26")

@@ -45,7 +45,8 @@ import orjson
 from ordersync_pipeline.timeutil import GMT8, require_aware
 
 __all__ = [
-    "NormalizedBatch", "normalize_trades", "detail_row", "payload_json", "InvalidTrade", "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
+    "NormalizedBatch", "normalize_trades", "detail_row", "payload_json", "InvalidTrade",
+    "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
     "QUARANTINE_COLUMNS", "PII_FIELDS", "MONEY_MAX_INT_DIGITS",
 ]
 

@@ -46,7 +46,8 @@ class Window:
         require_aware(self.start, "window start")
         require_aware(self.end, "window end")
         if not self.start < self.end:
-            raise ValueError(f"window start {self.start.isoformat()} is not before end {self.end.isoformat()}")
+            raise ValueError(f"window start {self.start.isoformat()} is not before "
+                             f"end {self.end.isoformat()}")
 
     @property
     def span(self) -> timedelta:
@@ -63,7 +64,8 @@ def _utc(dt: datetime) -> datetime:
 
 def fetch_window(partition_start: datetime, partition_end: datetime, *,
                  overlap: timedelta = DEFAULT_OVERLAP) -> Window:
-    """The range to fetch for partition ``[partition_start, partition_end)``: start moved ``overlap`` earlier."""
+    """The range to fetch for partition ``[partition_start, partition_end)``, start moved ``overlap``
+    earlier."""
     if overlap < timedelta(0):
         raise ValueError(f"overlap must not be negative, got {overlap}")
     require_aware(partition_start, "partition start")
@@ -113,7 +115,8 @@ def partition_windows(start: datetime, end: datetime, span: timedelta) -> list[W
     of spans apart): e.g. every 15-minute partition a single-run backfill covers."""
     whole = Window(start, end)
     if span <= timedelta(0) or whole.span % span:
-        raise ValueError(f"[{start.isoformat()}, {end.isoformat()}) is not a whole number of {span} partitions")
+        raise ValueError(f"[{start.isoformat()}, {end.isoformat()}) is not a whole number of "
+                         f"{span} partitions")
     return split_window(start, end, span)
 
 
