@@ -1,0 +1,300 @@
+"""The seeded shop: catalogue, trade timelines (eager, cheap) and trade details (lazy, deterministic).
+
+A trade is fixed at generation time as a *timeline*: its type, an outcome and up to six event
+timestamps. Everything else (buyer, receiver, lines, amounts) is re-derived on demand from a per-trade
+seed, so a million trades cost a few columns of integers instead of a million dicts. The state of a
+trade at time t is a pure function of its timeline and t (see ``trade_state`` in render.py).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+DAY = 86_400
+HOUR = 3_600
+
+# Trade types. Codes index TYPE_NAMES; tmall_i18n is outside TOP's default type filter on purpose.
+TYPE_NAMES = ("fixed", "auction", "step", "tmall_i18n")
+FIXED, AUCTION, STEP, TMALL_I18N = range(4)
+DEFAULT_TYPES = frozenset({"guarantee_trade", "auto_delivery", "ec", "cod", "step"})
+
+# Outcomes: which lifecycle a trade follows.
+NORMAL, UNPAID, REFUND_ONSALE, REFUND_AFTERSALE, STALLED, PRESALE_PAID, PRESALE_FORFEIT = range(7)
+# Event kinds.
+(CREATED, PAID, DEPOSIT, FINAL, SHIPPED, FINISHED, CLOSED_UNPAID, REFUND_REQ, REFUND_OK, FORFEIT,
+ DRIFT) = range(11)
+MAX_EVENTS = 6
+
+KINDS: dict[int, tuple[int, ...]] = {
+    NORMAL: (CREATED, PAID, SHIPPED, FINISHED),
+    UNPAID: (CREATED, CLOSED_UNPAID),
+    REFUND_ONSALE: (CREATED, PAID, REFUND_REQ, REFUND_OK, SHIPPED, FINISHED),  # single line stops at OK
+    REFUND_AFTERSALE: (CREATED, PAID, SHIPPED, FINISHED, REFUND_REQ, REFUND_OK),
+    STALLED: (CREATED, PAID, SHIPPED, FINISHED),  # parcel stuck in transit; auto-confirm after 10 days
+    PRESALE_PAID: (CREATED, DEPOSIT, FINAL, SHIPPED, FINISHED),
+    PRESALE_FORFEIT: (CREATED, DEPOSIT, FORFEIT),
+}
+
+# Orders arrive mostly in the evening (China time), least around 4 am.
+HOUR_WEIGHTS = (3, 2, 1, 1, 1, 1, 2, 3, 5, 6, 7, 7, 7, 6, 6, 6, 6, 6, 7, 9, 11, 12, 10, 6)
+WEEKDAY_FACTOR = (0.9, 0.92, 0.95, 1.0, 1.08, 1.25, 1.2)  # Monday .. Sunday
+PROMO_FACTOR = 3.0
+
+TID_BASE = 3_000_000_000_000_000_000
+TID_SHOP = 10**17
+OID_OFFSET = 10**18
+REFUND_BASE = 200_000_000_000_000_000
+REFUND_SHOP = 10**15
+GMT8_OFFSET = 8 * HOUR
+
+
+def mix(*parts: int) -> int:
+    """A cheap deterministic 64-bit hash of a few integers (splitmix64 finaliser)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h
+
+
+def tid_of(shop_no: int, idx: int, seed: int) -> int:
+    return TID_BASE + shop_no * TID_SHOP + idx * 10_000 + (mix(seed, shop_no, idx) % 1000) * 10
+
+
+def locate_tid(tid: int, seed: int) -> tuple[int, int] | None:
+    """(shop_no, idx) for a tid this world could have issued, else None."""
+    off = tid - TID_BASE
+    if off < 0:
+        return None
+    shop_no, rem = divmod(off, TID_SHOP)
+    idx = rem // 10_000
+    if tid_of(shop_no, idx, seed) != tid:
+        return None
+    return shop_no, idx
+
+
+def oid_of(tid: int, line: int, nlines: int) -> int:
+    return tid if nlines == 1 else tid + OID_OFFSET + line  # single-order trades have oid == tid
+
+
+def refund_id_of(shop_no: int, idx: int, line: int) -> int:
+    return REFUND_BASE + shop_no * REFUND_SHOP + idx * 10 + line
+
+
+def locate_refund(refund_id: int) -> tuple[int, int, int] | None:
+    off = refund_id - REFUND_BASE
+    if off < 0:
+        return None
+    shop_no, rem = divmod(off, REFUND_SHOP)
+    idx, line = divmod(rem, 10)
+    return shop_no, idx, line
+
+
+def day_start_gmt8(ts: int) -> int:
+    return ts - (ts + GMT8_OFFSET) % DAY
+
+
+# ------------------------------------------------------------------ catalogue
+
+COLORS = ("红色", "黑色", "白色", "藏青", "灰色", "米白")
+SIZES = ("S", "M", "L", "XL")
+ADJ = ("纯棉", "加厚", "轻薄", "复古", "简约", "便携", "大容量", "防水", "磨砂", "真空")
+NOUN = ("T恤", "保温杯", "帆布包", "卫衣", "雨伞", "水杯", "收纳盒", "毛巾", "袜子", "围巾", "台灯", "拖鞋")
+
+
+@dataclass(frozen=True)
+class Sku:
+    item_no: int
+    num_iid: int
+    sku_id: str
+    outer_iid: str
+    outer_sku_id: str
+    properties: str
+    title: str
+    cid: int
+    price_cents: int
+    base_stock: int
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    skus: tuple[Sku, ...]
+    cum_weights: tuple[float, ...]   # popularity, for random.choices
+
+
+def make_catalogue(seed: int, shop_no: int, n_items: int = 40) -> Catalogue:
+    rng = random.Random(mix(seed, shop_no, 0xCA7))
+    skus: list[Sku] = []
+    weights: list[float] = []
+    for i in range(n_items):
+        num_iid = 600_000_000_000 + shop_no * 10**8 + i * 1000 + rng.randrange(1000)
+        title = rng.choice(ADJ) + rng.choice(NOUN)
+        cid = 50_000_000 + rng.randrange(10_000)
+        base = rng.choice((990, 1990, 2990, 3990, 4900, 5900, 7900, 9900, 12900, 19900, 29900, 39900))
+        n_skus = rng.randint(1, 4)
+        colors = rng.sample(COLORS, min(n_skus, len(COLORS)))
+        popularity = 1.0 / (i + 1) ** 0.8  # a few best sellers and a long tail
+        for k in range(n_skus):
+            color, size = colors[k], SIZES[k % len(SIZES)]
+            outer = f"{'ABCDEFGH'[shop_no % 8]}{i:03d}"
+            skus.append(Sku(i, num_iid, str(5_000_000_000_000 + num_iid % 10**9 * 10 + k), outer,
+                            f"{outer}-{k}{size}", f"颜色分类:{color};尺码:{size}", title, cid,
+                            base + 1000 * (k % 2), rng.randrange(80, 600)))
+            weights.append(popularity / n_skus)
+    cum, acc = [], 0.0
+    for w in weights:
+        acc += w
+        cum.append(acc)
+    return Catalogue(tuple(skus), tuple(cum))
+
+
+# ------------------------------------------------------------------ timelines (eager)
+
+@dataclass(frozen=True)
+class DayPlan:
+    """The trades created in one GMT+8 day, already in created order."""
+
+    created: list[int]
+    types: list[int]
+    outcomes: list[int]
+    nlines: list[int]
+    events: list[tuple[int, ...]]   # ascending timestamps, one per kind in KINDS[outcome]
+
+
+def day_count(seed: int, shop_no: int, day_ts: int, promo_day: int, orders_per_day: int) -> int:
+    weekday = ((day_ts + GMT8_OFFSET) // DAY + 3) % 7  # 1970-01-01 was a Thursday
+    factor = WEEKDAY_FACTOR[weekday] * (PROMO_FACTOR if day_ts == promo_day else 1.0)
+    jitter = 0.95 + (mix(seed, shop_no, day_ts) % 1000) / 10_000
+    return int(round(orders_per_day * factor * jitter))
+
+
+def plan_day(seed: int, shop_no: int, day_ts: int, count: int) -> DayPlan:
+    rng = random.Random(mix(seed, shop_no, day_ts, 0xDA7))
+    hours = rng.choices(range(24), weights=HOUR_WEIGHTS, k=count)
+    created = sorted(day_ts + h * HOUR + rng.randrange(HOUR) for h in hours)
+    plan = DayPlan(created, [], [], [], [])
+    r, u = rng.random, rng.uniform
+    for c in created:
+        x = r()
+        if x < 0.07:
+            ttype = STEP
+            outcome = PRESALE_PAID if r() < 0.85 else PRESALE_FORFEIT
+        else:
+            ttype = TMALL_I18N if x < 0.11 else AUCTION if x < 0.14 else FIXED
+            y = r()
+            outcome = (UNPAID if y < 0.08 else REFUND_ONSALE if y < 0.12 else
+                       REFUND_AFTERSALE if y < 0.14 else STALLED if y < 0.17 else NORMAL)
+        z = r()
+        nlines = 1 if z < 0.55 else 2 if z < 0.82 else 3 if z < 0.94 else 4
+        plan.types.append(ttype)
+        plan.outcomes.append(outcome)
+        plan.nlines.append(nlines)
+        plan.events.append(_timeline(outcome, nlines, c, r, u))
+    return plan
+
+
+def _timeline(outcome: int, nlines: int, c: int, r, u) -> tuple[int, ...]:  # type: ignore[no-untyped-def]
+    pay = c + 5 + int(r() * 600)
+    if outcome == UNPAID:
+        return (c, c + int(u(20 * 60, DAY)))
+    if outcome == PRESALE_FORFEIT:
+        return (c, pay, pay + 5 * DAY)
+    if outcome == PRESALE_PAID:
+        final = pay + int(u(DAY, 5 * DAY))
+        ship = final + int(u(HOUR, 48 * HOUR))
+        return (c, pay, final, ship, ship + int(u(2 * DAY, 10 * DAY)))
+    if outcome == REFUND_ONSALE:
+        req = pay + int(u(600, 20 * HOUR))
+        ok = req + int(u(300, DAY))
+        if nlines == 1:
+            return (c, pay, req, ok)
+        ship = ok + int(u(HOUR, DAY))
+        return (c, pay, req, ok, ship, ship + int(u(2 * DAY, 10 * DAY)))
+    ship = pay + int(u(HOUR, 48 * HOUR))
+    if outcome == STALLED:
+        return (c, pay, ship, ship + 10 * DAY)
+    finish = ship + int(u(2 * DAY, 10 * DAY))
+    if outcome == REFUND_AFTERSALE:
+        req = finish + int(u(HOUR, 3 * DAY))
+        return (c, pay, ship, finish, req, req + int(u(HOUR, 3 * DAY)))
+    return (c, pay, ship, finish)
+
+
+def kinds_of(outcome: int, nlines: int) -> tuple[int, ...]:
+    kinds = KINDS[outcome]
+    return kinds[:4] if outcome == REFUND_ONSALE and nlines == 1 else kinds
+
+
+# ------------------------------------------------------------------ details (lazy)
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+REGIONS = (("浙江省", "杭州市", "西湖区", "文新街道"), ("广东省", "深圳市", "南山区", "粤海街道"),
+           ("上海", "上海市", "浦东新区", "张江镇"), ("北京", "北京市", "朝阳区", "望京街道"),
+           ("江苏省", "南京市", "鼓楼区", "湖南路街道"), ("四川省", "成都市", "武侯区", "玉林街道"),
+           ("湖北省", "武汉市", "洪山区", "关山街道"), ("山东省", "青岛市", "市南区", "八大关街道"))
+CARRIERS = ("中通快递", "圆通速递", "申通快递", "韵达快递", "顺丰速运", "EMS")
+UID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+MESSAGES = ("请尽快发货", "不要放快递柜", "送人的，请不要放发票", "")
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: Sku
+    num: int
+    discount_cents: int
+
+    @property
+    def total_cents(self) -> int:
+        return self.sku.price_cents * self.num
+
+    @property
+    def payment_cents(self) -> int:
+        return self.total_cents - self.discount_cents
+
+
+@dataclass(frozen=True)
+class Detail:
+    buyer_nick: str
+    buyer_open_uid: str
+    receiver_name: str
+    receiver_mobile: str
+    region: tuple[str, str, str, str]
+    address_masked: str
+    lines: tuple[Line, ...]
+    post_fee_cents: int
+    trade_from: str
+    buyer_message: str
+    refund_line: int
+    carrier: str
+    out_sid: str
+    refund_reason: str
+
+
+def make_detail(seed: int, shop_no: int, idx: int, nlines: int, catalogue: Catalogue) -> Detail:
+    rng = random.Random(mix(seed, shop_no, idx, 0xDE7))
+    picks: list[Sku] = []
+    while len(picks) < nlines:
+        sku = rng.choices(catalogue.skus, cum_weights=catalogue.cum_weights)[0]
+        if all(p.sku_id != sku.sku_id for p in picks):
+            picks.append(sku)
+    lines = tuple(Line(s, rng.choice((1, 1, 1, 2, 2, 3)),
+                       (s.price_cents // 10) if rng.random() < 0.25 else 0) for s in picks)
+    nick = rng.choice("abcdefghijklmnopqrstuvwxyz") + "**" + rng.choice("0123456789xyz")
+    street = rng.choice("文中建人和平新")
+    return Detail(
+        buyer_nick=nick,
+        buyer_open_uid="AA" + "".join(rng.choice(UID_ALPHABET) for _ in range(22)),
+        receiver_name=rng.choice(SURNAMES) + "*",
+        receiver_mobile=f"1{rng.choice('3578')}{rng.randrange(10)}********",
+        region=rng.choice(REGIONS),
+        address_masked=f"{street}*街道**路**号****",
+        lines=lines,
+        post_fee_cents=rng.choice((0, 0, 0, 800, 1000, 1200)),
+        trade_from=rng.choice(("WAP,WAP", "TAOBAO", "TMALL", "WAP,WAP")),
+        buyer_message=rng.choice(MESSAGES),
+        refund_line=rng.randrange(nlines),
+        carrier=rng.choice(CARRIERS),
+        out_sid=str(rng.randrange(10**11, 10**14)),
+        refund_reason=rng.choice(("不想要了", "尺码不合适", "商品与描述不符", "七天无理由退换货")),
+    )

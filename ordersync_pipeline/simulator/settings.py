@@ -1,0 +1,61 @@
+"""Simulator settings and the shop handle the simulator hands to its users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ClockKind = Literal["real", "stepped", "accelerated"]
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    """Everything that shapes a simulated gateway. Same settings + same seed = same world.
+
+    ``fault_rate`` is the share of API requests that fail in some hostile way (see faults.py);
+    ``visibility_lag_s`` delays changes in the increment API; ``page_drift`` is the probability that
+    a list-page request first bumps a few trades in its window; ``rate_limit_per_min`` (None = no
+    limit) is a per-app-key sliding one-minute window.
+    """
+
+    seed: int = 7
+    shops: int = 2
+    orders_per_day: int = 500
+    history_days: int = 7
+    fault_rate: float = 0.0
+    visibility_lag_s: float = 0.0
+    page_drift: float = 0.0
+    rate_limit_per_min: int | None = None
+    app_key: str | None = None
+    app_secret: str | None = None
+    clock: ClockKind = "real"
+    speed: float = 1.0
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Extras beyond the published contract, all with safe defaults.
+    tmc_redelivery_s: float = 30.0      # world-clock seconds before an unconfirmed message comes back
+    fault_timeout_s: float = 3.0        # how long a "timeout" fault sleeps (bounded on purpose)
+    fault_slow_s: float = 0.4           # how long a "slow reply" fault sleeps
+    fragment_cache_mb: int = 512        # bound on cached serialized trade fragments
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shops <= 50:
+            raise ValueError("shops must be within 1..50")
+        if self.orders_per_day < 0 or self.history_days < 0:
+            raise ValueError("orders_per_day and history_days must be >= 0")
+        if not 0.0 <= self.fault_rate <= 1.0 or not 0.0 <= self.page_drift <= 1.0:
+            raise ValueError("fault_rate and page_drift are probabilities within 0..1")
+        if self.clock not in ("real", "stepped", "accelerated"):
+            raise ValueError(f"unknown clock {self.clock!r}")
+        if self.speed <= 0:
+            raise ValueError("speed must be > 0")
+
+
+@dataclass(frozen=True)
+class SimShop:
+    """One simulated seller. ``session`` is the seller's access token for this gateway."""
+
+    shop_id: str
+    seller_nick: str
+    user_id: int
+    session: str
