@@ -217,9 +217,11 @@ def test_quarantine_payload_keeps_big_ints_exact_and_strips_pii() -> None:
     trade["status"] = "UNKNOWN"
     (q,) = norm([trade]).quarantine
     assert '"tid":3812094471235568392' in q["payload"]
-    for secret in ("receiver_name", "receiver_mobile", "receiver_address", "oaid", "王*", "138****"):
+    for secret in ("receiver_name", "receiver_mobile", "receiver_address", "receiver_town",
+                   "receiver_zip", "oaid", "王*", "138****"):
         assert secret not in q["payload"]
-    assert "receiver_city" in q["payload"]
+    kept = orjson.loads(q["payload"])
+    assert {"receiver_state", "receiver_city", "receiver_district", "receiver_country"} <= set(kept)
     assert "receiver_name" in trade  # the caller's dict is not modified
     (kept,) = norm([trade], keep_pii=True).quarantine
     assert orjson.loads(kept["payload"]) == trade

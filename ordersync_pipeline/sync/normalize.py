@@ -47,7 +47,7 @@ from ordersync_pipeline.timeutil import GMT8, require_aware
 __all__ = [
     "NormalizedBatch", "normalize_trades", "detail_row", "payload_json", "InvalidTrade",
     "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
-    "QUARANTINE_COLUMNS", "PII_FIELDS", "MONEY_MAX_INT_DIGITS",
+    "QUARANTINE_COLUMNS", "PII_FIELDS", "KEPT_RECEIVER_FIELDS", "is_personal", "MONEY_MAX_INT_DIGITS",
 ]
 
 TRADE_STATUSES: Final = frozenset({
@@ -69,9 +69,19 @@ ORDER_COLUMNS: Final = (
 )
 QUARANTINE_COLUMNS: Final = ("quarantined_at", "source", "shop_id", "record_key", "reason", "payload")
 
-# Masked/encrypted by TOP but still personal; oaid is the key that unlocks them via platform services.
+# Receiver fields are masked by TOP but still personal; oaid is the key that unlocks them via platform
+# services. Only the region is kept (regional sales). Same rule as warehouse/privacy.py.
 PII_FIELDS: Final = frozenset({"receiver_name", "receiver_mobile", "receiver_phone", "receiver_address",
-                               "oaid"})
+                               "receiver_town", "receiver_zip", "oaid"})
+KEPT_RECEIVER_FIELDS: Final = frozenset({"receiver_state", "receiver_city", "receiver_district",
+                                         "receiver_country"})
+
+
+def is_personal(key: object) -> bool:
+    """True for trade keys never written outside the API response: every ``receiver_*`` field but the
+    region ones, and ``oaid`` (``PII_FIELDS`` lists the known ones)."""
+    return key in PII_FIELDS or (isinstance(key, str) and key.startswith("receiver_")
+                                 and key not in KEPT_RECEIVER_FIELDS)
 
 # The warehouse's Money is NUMERIC(14, 2); a larger amount is a unit error, not a sale.
 MONEY_MAX_INT_DIGITS: Final = 12
@@ -316,8 +326,8 @@ def _record_key(record: Any) -> str | None:
 
 def payload_json(record: Any, *, keep_pii: bool = False) -> str:
     """The raw record as JSON text for the quarantine table; ints stay exact, PII stripped."""
-    if isinstance(record, Mapping) and not keep_pii and not PII_FIELDS.isdisjoint(record):
-        record = {k: v for k, v in record.items() if k not in PII_FIELDS}
+    if isinstance(record, Mapping) and not keep_pii and any(is_personal(k) for k in record):
+        record = {k: v for k, v in record.items() if not is_personal(k)}
     try:
         return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
