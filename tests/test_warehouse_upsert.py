@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ordersync_pipeline.warehouse import Warehouse
+from ordersync_pipeline.warehouse.tables import trade_details
 
 GMT8 = timezone(timedelta(hours=8))
 T0 = datetime(2026, 11, 11, 0, 0, 5, tzinfo=GMT8)
@@ -180,3 +183,14 @@ def test_large_batches_span_chunks_and_reuse_the_staging_table(wh: Warehouse) ->
     assert wh.get_trade(1)["status"] == "STATUS_2"  # type: ignore[index]
     assert wh.get_trade(2)["status"] == "STATUS_1"  # type: ignore[index]
     assert wh.get_trade(2499)["status"] == "STATUS_2"  # type: ignore[index]
+
+
+def test_cached_details_never_keep_receiver_personal_fields(wh: Warehouse) -> None:
+    fullinfo = {"tid": 4_123_456_789_012_345_678, "receiver_name": "张*", "receiver_mobile": "138****0000",
+                "receiver_address": "西湖区**路**号", "receiver_zip": "310000", "oaid": "1abc",
+                "receiver_city": "杭州市", "title": "店铺", "orders": [{"oid": 1}]}
+    wh.upsert_trade_details([{"tid": 9, "shop_id": "shop-1", "modified": T0, "detail": json.dumps(fullinfo)}])
+    with wh.engine.connect() as conn:
+        stored = json.loads(conn.execute(sa.select(trade_details.c.detail)).scalar_one())
+    assert stored == {"tid": 4_123_456_789_012_345_678, "receiver_city": "杭州市", "title": "店铺",
+                      "orders": [{"oid": 1}]}

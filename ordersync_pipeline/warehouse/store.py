@@ -17,6 +17,7 @@ from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.warehouse import ledger, migrator
 from ordersync_pipeline.warehouse.connect import create_warehouse_engine
 from ordersync_pipeline.warehouse.ledger import CallStats, CompletedWindow
+from ordersync_pipeline.warehouse.privacy import scrub_detail
 from ordersync_pipeline.warehouse.tables import MONOTONIC_TABLES, metadata, trade_details, trade_orders, trades
 from ordersync_pipeline.warehouse.upsert import UpsertResult, newest_per_key, prepare_rows, strategy_for
 
@@ -57,8 +58,11 @@ class Warehouse:
         return self._upsert("trade_orders", rows)
 
     def upsert_trade_details(self, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
-        """Cache fullinfo trades by ``tid``; ``detail`` is JSON text without receiver personal fields."""
-        return self._upsert("trade_details", rows)
+        """Cache fullinfo trades by ``tid``, guarded by ``modified``. ``detail`` may be JSON text or a
+        dict; receiver personal fields are removed from it before it is stored."""
+        scrubbed = [{**row, "detail": scrub_detail(row["detail"])} if row.get("detail") is not None else row
+                    for row in rows]
+        return self._upsert("trade_details", scrubbed)
 
     def upsert_trades_with_orders(
         self, trades_rows: Sequence[Mapping[str, Any]], order_rows: Sequence[Mapping[str, Any]]
