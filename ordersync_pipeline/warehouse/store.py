@@ -68,7 +68,8 @@ class Warehouse:
         self, trades_rows: Sequence[Mapping[str, Any]], order_rows: Sequence[Mapping[str, Any]]
     ) -> tuple[UpsertResult, UpsertResult]:
         """Both upserts in one transaction: a trade and its lines land together (and commit once)."""
-        return self._upsert_many([("trades", trades_rows), ("trade_orders", order_rows)])  # type: ignore[return-value]
+        trades_result, orders_result = self._upsert_many([("trades", trades_rows), ("trade_orders", order_rows)])
+        return trades_result, orders_result
 
     def _upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
         return self._upsert_many([(table_name, rows)])[0]
