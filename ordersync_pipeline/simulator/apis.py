@@ -93,6 +93,7 @@ class Apis:
         self._drift_lock = threading.Lock()
         self._modified_cache: dict[tuple[Any, ...], tuple[int, int, list[tuple[int, int]]]] = {}
         self._drift_gen = 0
+        self._created_cache: dict[tuple[Any, ...], list[int]] = {}
         self.drifted = 0
         self.table: dict[str, tuple[Callable[[Call], bytes], bool]] = {
             "taobao.trades.sold.get": (self.trades_sold_get, True),
@@ -147,14 +148,12 @@ class Apis:
             self._drift_gen += 1
             self.drifted += len(changed)
 
-    def _list_response(self, call: Call, hits: list[tuple[int, int]], t: int, page_no: int, page_size: int,
-                       use_has_next: bool) -> bytes:
+    def _list_response(self, call: Call, total: int, page: list[tuple[int, int]], t: int, page_no: int,
+                       page_size: int, use_has_next: bool) -> bytes:
+        """``page`` holds (modified, idx) of this page's trades; ``total`` counts the whole result."""
         proj = self.projections.get(call.required("fields"), list_api=True)
-        lo = (page_no - 1) * page_size
-        page = hits[lo:lo + page_size]
         frags = [self._fragment(call, idx, m, t, proj, True) for m, idx in page]
-        total = len(hits)
-        has_next = lo + page_size < total
+        has_next = page_no * page_size < total
         return env.list_page(call.method, "trades", frags, call.rid, call.simplify,
                              None if use_has_next else total, has_next)
 
@@ -170,16 +169,24 @@ class Apis:
         end = end if end is not None else t
         if end < start:
             raise invalid("end_created")
-        idxs = self.world.created_range(shop, start, end, t, types)
+        idxs = self._created_idxs(shop, start, min(end, t), t, types)
         self._maybe_drift(shop, idxs)
         if status:
             idxs = [i for i in idxs if self._status_ok(shop, i, t, status)]
-        latest = shop.latest
         lo = (page_no - 1) * page_size
-        hits = [(0, i) for i in idxs]
-        for j in range(lo, min(lo + page_size, len(hits))):
-            hits[j] = (latest(hits[j][1], t), hits[j][1])
-        return self._list_response(call, hits, t, page_no, page_size, use_has_next)
+        page = [(shop.latest(i, t), i) for i in idxs[lo:lo + page_size]]
+        return self._list_response(call, len(idxs), page, t, page_no, page_size, use_has_next)
+
+    def _created_idxs(self, shop: ShopWorld, start: int, end: int, t: int, types: frozenset[int]) -> list[int]:
+        """Cached: ``created`` never changes, so [start, end] with end <= t has a fixed answer."""
+        key = ("created", shop.shop_no, start, end, types)
+        hit = self._created_cache.get(key)
+        if hit is None:
+            hit = self.world.created_range(shop, start, end, t, types)
+            if len(self._created_cache) > 256:
+                self._created_cache.clear()
+            self._created_cache[key] = hit
+        return hit
 
     def _modified_hits(self, shop: ShopWorld, start: int, end: int, t: int,
                        types: frozenset[int]) -> list[tuple[int, int]]:
@@ -227,7 +234,9 @@ class Apis:
             hits = self._modified_hits(shop, start, end, t, types)
         if status:
             hits = [h for h in hits if self._status_ok(shop, h[1], t, status)]
-        return self._list_response(call, hits, t, page_no, page_size, use_has_next)
+        lo = (page_no - 1) * page_size
+        return self._list_response(call, len(hits), hits[lo:lo + page_size], t, page_no, page_size,
+                                   use_has_next)
 
     def trade_fullinfo_get(self, call: Call) -> bytes:
         fields = call.required("fields")
