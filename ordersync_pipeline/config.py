@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -72,6 +72,10 @@ class SyncSettings(BaseModel):
     # naive). Defaults to ``history_days`` before the first run.
     start: str | None = None
     store_receiver_pii: bool = False
+    # Why a trade gets a taobao.trade.fullinfo.get call: "incomplete" (the list record lacks order
+    # lines), "presale" (step_pay_details), "buyer_message". Each costs one call per changed trade.
+    detail_reasons: list[Literal["incomplete", "presale", "buyer_message"]] = Field(
+        default_factory=lambda: ["incomplete"])
 
 
 class OrdersyncConfig(BaseModel):

@@ -133,6 +133,22 @@ class Warehouse:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def order_count(self, shop_id: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(trade_orders)
+        if shop_id is not None:
+            query = query.where(trade_orders.c.shop_id == shop_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def quarantine_count(self, since: datetime | None = None) -> int:
+        """Quarantined records (since ``since`` when given)."""
+        table = metadata.tables["quarantine"]
+        query = sa.select(sa.func.count()).select_from(table)
+        if since is not None:
+            query = query.where(table.c.quarantined_at >= require_aware(since, "since"))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def get_trade(self, tid: int) -> dict[str, Any] | None:
         """The stored trade row, or None when the tid is unknown."""
         with self.engine.connect() as conn:
