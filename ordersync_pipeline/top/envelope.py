@@ -11,7 +11,6 @@ retryable ``MalformedResponseError``. It never turns into an empty result: a tru
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -28,7 +27,10 @@ LIST_WRAPPERS: dict[str, str] = {
     "trace_list": "transit_step_info", "promotion_details": "promotion_detail",
     "service_orders": "service_order", "step_pay_details": "step_pay_detail",
 }
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+# Digits -> b"9", everything else -> b" ": a 20-digit run then shows as b"9" * 20. bytes.translate
+# plus a substring search is ~20x faster than a regex scan over a 100-trade page.
+_DIGIT_MASK = bytes(0x39 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_LONG_RUN = b"9" * 20
 # Nested lists inside a trade object that are unwrapped for consumers.
 _TRADE_LISTS = ("orders", "promotion_details", "service_orders", "step_pay_details")
 
@@ -45,7 +47,7 @@ def loads(body: bytes) -> Any:
     orjson is exact up to 64 bits but turns a longer integer into a float without a word, so a body
     with any run of 20+ digits goes to the stdlib parser, as does anything orjson rejects.
     """
-    if _LONG_DIGITS.search(body) is None:
+    if _LONG_RUN not in body.translate(_DIGIT_MASK):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
