@@ -68,6 +68,8 @@ class SyncSettings(BaseModel):
     overlap_minutes: int = Field(default=5, ge=0, le=60)
     safety_lag_minutes: int = Field(default=3, ge=0, le=60)
     page_size: int = Field(default=100, ge=1, le=100)
+    # Partitions fetched at once within a run; the shared rate budget still caps calls per minute.
+    fetch_concurrency: int = Field(default=4, ge=1, le=32)
     # Optional fixed start of the incremental partitions (ISO date or datetime, Asia/Shanghai when
     # naive). Defaults to ``history_days`` before the first run.
     start: str | None = None
