@@ -82,13 +82,17 @@ def prepare_rows(table: sa.Table, key: str, rows: Iterable[Mapping[str, Any]]) -
 
 
 def newest_per_key(rows: Sequence[Row], key: str) -> list[Row]:
-    """Keep one row per key: the newest ``modified``; on a tie the one that came later."""
+    """Keep one row per key: the newest ``modified``; on a tie the one that came later.
+
+    Rows come back sorted by key so every writer locks rows in the same order: concurrent loaders
+    (overlapping windows hold the same trades) then wait on each other instead of deadlocking.
+    """
     newest: dict[Any, Row] = {}
     for row in rows:
         held = newest.get(row[key])
         if held is None or row["modified"] >= held["modified"]:
             newest[row[key]] = row
-    return list(newest.values())
+    return [newest[k] for k in sorted(newest)]
 
 
 class UpsertStrategy(Protocol):
