@@ -70,6 +70,8 @@ class SyncSettings(BaseModel):
     page_size: int = Field(default=100, ge=1, le=100)
     # Partitions fetched at once within a run; the shared rate budget still caps calls per minute.
     fetch_concurrency: int = Field(default=4, ge=1, le=32)
+    # Loader processes for a run's partitions (PostgreSQL only; other backends load in-process).
+    load_workers: int = Field(default=2, ge=1, le=16)
     # Optional fixed start of the incremental partitions (ISO date or datetime, Asia/Shanghai when
     # naive). Defaults to ``history_days`` before the first run.
     start: str | None = None

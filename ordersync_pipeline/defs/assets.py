@@ -115,6 +115,8 @@ def _run_fetch(context: dg.AssetExecutionContext, config: PagesConfig, top: TopA
                 f"{len(failures)} of {len(futures)} {stream} partitions failed to fetch; "
                 "their windows are not marked complete and a re-run retries them",
                 metadata={"failures": "\n".join(sorted(failures)[:50])})
+    context.log.info(f"fetched {trades} trades in {pages} pages for {len(context.partition_keys)} "
+                     f"partitions in {time.perf_counter() - started:.1f}s ({recorder.total} API calls)")
     return dg.MaterializeResult(metadata={
         "partitions": len(context.partition_keys),
         "pages": pages,
@@ -177,16 +179,19 @@ def _load(context: dg.AssetExecutionContext, lake_res: PageLakeResource,
     lake, warehouse = lake_res.get_lake(), warehouse_res.get_warehouse()
     total = runner.LoadResult(shop_id="*", stream=stream, partition_key="*", window=None)  # type: ignore[arg-type]
     started = time.perf_counter()
-    for key in _keys(context):
-        shop, part = key.keys_by_dimension["shop"], key.keys_by_dimension["time"]
-        window = history_window(key) if historical else increment_window(key)
-        result = runner.load_partition(lake=lake, warehouse=warehouse, shop_id=shop, stream=stream,
-                                       partition_key=part, window=window, run_id=context.run.run_id,
-                                       source="sold" if historical else "increment")
+    specs = [runner.LoadSpec(shop_id=key.keys_by_dimension["shop"], stream=stream,
+                             partition_key=key.keys_by_dimension["time"],
+                             window=history_window(key) if historical else increment_window(key),
+                             source="sold" if historical else "increment")
+             for key in _keys(context)]
+    for result in runner.load_partitions(specs, lake=lake, warehouse=warehouse,
+                                         run_id=context.run.run_id, workers=SETTINGS.load_workers):
         for name in ("pages", "trades", "orders", "quarantined"):
             setattr(total, name, getattr(total, name) + getattr(result, name))
         total.quarantine_reasons.extend(result.quarantine_reasons)
     seconds = time.perf_counter() - started
+    context.log.info(f"loaded {total.trades} trades, {total.orders} lines from {total.pages} pages "
+                     f"of {len(specs)} partitions in {seconds:.1f}s")
     meta: dict[str, object] = {
         "partitions": len(context.partition_keys),
         "pages": total.pages,

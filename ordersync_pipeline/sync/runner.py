@@ -13,10 +13,13 @@ enough, skipping those already cached at the same ``modified``.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ordersync_pipeline.sync.lake import PageLake
@@ -125,6 +128,56 @@ def load_partition(*, lake: PageLake, warehouse: Warehouse, shop_id: str, stream
                                    pages=result.pages, trades=result.trades, run_id=run_id)
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """One partition to load: everything a worker process needs, all picklable."""
+
+    shop_id: str
+    stream: Stream
+    partition_key: str
+    window: Window
+    source: str
+
+
+def load_partitions(specs: Sequence[LoadSpec], *, lake: PageLake, warehouse: Warehouse,
+                    run_id: str | None, workers: int = 1) -> Iterator[LoadResult]:
+    """Load many partitions, in ``workers`` processes when that is safe and worth it.
+
+    Loading is CPU-bound Python (parse, normalise, encode COPY) while the database merges in its
+    own process, so on PostgreSQL two loader processes keep both cores busy. Overlapping windows
+    hold the same trades; the monotonic upsert makes any interleaving converge and rows are written
+    in key order so concurrent transactions queue instead of deadlocking. SQLite allows one writer
+    and MariaDB's gap locks deadlock under concurrent upserts, so they load in-process.
+    """
+    parallel = workers > 1 and len(specs) > 1 and warehouse.dialect_name == "postgresql"
+    if not parallel:
+        for spec in specs:
+            yield load_partition(lake=lake, warehouse=warehouse, shop_id=spec.shop_id,
+                                 stream=spec.stream, partition_key=spec.partition_key,
+                                 window=spec.window, run_id=run_id, source=spec.source)
+        return
+    url = warehouse.engine.url.render_as_string(hide_password=False)
+    # spawn, not fork: the parent holds live database connections and threads that must not be
+    # duplicated into children.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=context) as pool:
+        futures = [pool.submit(_load_in_worker, spec, str(lake.root), url, run_id) for spec in specs]
+        for future in futures:
+            yield future.result()
+
+
+_WORKER_WAREHOUSES: dict[str, Warehouse] = {}
+
+
+def _load_in_worker(spec: LoadSpec, lake_root: str, url: str, run_id: str | None) -> LoadResult:
+    warehouse = _WORKER_WAREHOUSES.get(url)
+    if warehouse is None:
+        warehouse = _WORKER_WAREHOUSES[url] = Warehouse(url)
+    return load_partition(lake=PageLake(Path(lake_root)), warehouse=warehouse, shop_id=spec.shop_id,
+                          stream=spec.stream, partition_key=spec.partition_key, window=spec.window,
+                          run_id=run_id, source=spec.source)
 
 
 def _flush(pages: Sequence[TradePage], *, warehouse: Warehouse, shop_id: str, source: str,

@@ -1,0 +1,146 @@
+"""End-to-end benchmark: simulator on loopback -> Dagster jobs -> PostgreSQL.
+
+Not a test. Starts the TOP simulator in its own process (so it has its own core), writes a config for
+it, and runs ``ordersync sync`` (the historical load as one run, then today's increment partitions) in
+this process against a fresh PostgreSQL database. Reports trades/s per step, API calls per 1,000
+trades in the increment (steady-state) path, and peak RSS of the pipeline and the simulator.
+
+    .venv/bin/python benchmarks/bench_pipeline.py --trades 100000
+    .venv/bin/python benchmarks/bench_pipeline.py --trades 1000000 --profile /tmp/pipeline.prof
+
+The world is 1 shop x 90 days; orders per day is derived from --trades (the simulator's weekly
+pattern and promotion day move the exact count a little; the real count is reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trades", type=int, default=100_000)
+    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--shops", type=int, default=1)
+    ap.add_argument("--rate-limit", default=None, help="simulator limit, e.g. 300/min")
+    ap.add_argument("--client-rate", type=int, default=60_000, help="client budget, calls/min")
+    ap.add_argument("--profile", default=None, help="write a cProfile of the pipeline process here")
+    ap.add_argument("--keep", action="store_true", help="keep the database and ORDERSYNC_HOME")
+    ap.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="postgres",
+                    help="Dagster instance storage: the embedded SQLite default or PostgreSQL (production)")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="ordersync-bench-"))
+    db = f"ordersync_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
+    if args.dagster_storage == "postgres":
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{db}_dagster"'))
+        (home / "dagster").mkdir()
+        (home / "dagster" / "dagster.yaml").write_text(
+            "telemetry: {enabled: false}\n"
+            "storage:\n  postgres:\n    postgres_url: "
+            f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_dagster\n", encoding="utf-8")
+    per_day = max(1, round(args.trades / args.days / args.shops))
+    config_path = home / "ordersync.yaml"
+    cmd = [sys.executable, "-m", "ordersync_pipeline.simulator.cli", "serve", "--port", "0",
+           "--shops", str(args.shops), "--orders-per-day", str(per_day), "--history-days", str(args.days),
+           "--write-config", str(config_path)]
+    if args.rate_limit:
+        cmd += ["--rate-limit", args.rate_limit]
+    t0 = time.perf_counter()
+    sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    first = sim.stdout.readline() if sim.stdout else ""
+    sim_start = time.perf_counter() - t0
+    if not first:
+        raise SystemExit("simulator did not start")
+    os.environ.update({
+        "ORDERSYNC_HOME": str(home),
+        "ORDERSYNC_CONFIG": str(config_path),
+        "ORDERSYNC_WAREHOUSE_URL": f"postgresql://postgres@127.0.0.1:5432/{db}",
+    })
+    os.environ.pop("ORDERSYNC_REDIS_URL", None)
+    from ordersync_pipeline.config import load_config, write_config
+
+    cfg = load_config(config_path)
+    cfg.sync.history_days = min(args.days, 90)
+    cfg.rate_limit_per_minute = args.client_rate
+    write_config(cfg, config_path)
+
+    from ordersync_pipeline.defs.operate import run_sync
+
+    profiler = cProfile.Profile() if args.profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    report = run_sync(echo=lambda line: print(line, flush=True))
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    wall = time.perf_counter() - started
+
+    engine = sa.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}")
+    with engine.connect() as conn:
+        calls = dict(conn.execute(sa.text(
+            "select method, count(*) from api_calls group by method")).all())
+        bans = conn.execute(sa.text("select count(*) from api_calls where code = '7'")).scalar_one()
+        windows = dict(conn.execute(sa.text(
+            "select stream, sum(trades) from sync_windows group by stream")).all())
+    engine.dispose()
+    sim.terminate()
+    sim.wait(timeout=30)
+    sim_rss = _rss_mb(resource.RUSAGE_CHILDREN)
+    trades = sum(report.trades_by_shop.values())
+    lines = sum(report.orders_by_shop.values())
+    inc_trades = int(windows.get("increment") or 0)
+    inc_calls = calls.get("taobao.trades.sold.increment.get", 0)
+    result = {
+        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "command": " ".join(["benchmarks/bench_pipeline.py", *sys.argv[1:]]),
+        "dagster_storage": args.dagster_storage,
+        "simulator_start_s": round(sim_start, 1),
+        "trades_in_warehouse": trades,
+        "order_lines": lines,
+        "steps": [{"name": s.name, "partitions": s.partitions, "seconds": round(s.seconds, 1),
+                   "ok": s.success} for s in report.steps],
+        "sync_wall_s": round(wall, 1),
+        "trades_per_s_end_to_end": round(trades / wall),
+        "api_calls": calls,
+        "code_7_bans": bans,
+        "increment_trades_seen": inc_trades,
+        "increment_calls_per_1000_trades": round(1000 * inc_calls / inc_trades, 2) if inc_trades else None,
+        "peak_rss_mb_pipeline": round(_rss_mb(resource.RUSAGE_SELF)),
+        "peak_rss_mb_simulator": round(sim_rss),
+    }
+    print(json.dumps(result, indent=2))
+    if not args.keep:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}_dagster" WITH (FORCE)'))
+    admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
