@@ -69,7 +69,17 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     url: str | None = None
 
     def get_warehouse(self) -> Warehouse:
-        return Warehouse(self.url or warehouse_url())
+        """The warehouse, migrated to the newest schema on first use in this process: a run launched
+        by the schedule or the UI may be the first thing to touch a new warehouse."""
+        url = self.url or warehouse_url()
+        warehouse = Warehouse(url)
+        if url not in _MIGRATED:
+            warehouse.migrate()
+            _MIGRATED.add(url)
+        return warehouse
+
+
+_MIGRATED: set[str] = set()
 
 
 class PageLakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
