@@ -26,6 +26,7 @@ from ordersync_pipeline.config import ENV_CONFIG, ENV_HOME, load_config, write_c
 from ordersync_pipeline.simulator import Simulator
 from ordersync_pipeline.simulator.clock import SteppedClock
 from ordersync_pipeline.timeutil import SHANGHAI, parse_top_time
+from ordersync_pipeline.warehouse import tables
 
 HISTORY_DAYS = 2
 ANCHOR = (datetime.now(SHANGHAI) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -198,22 +199,24 @@ def truth_rows(trades: Iterable[dict[str, Any]]) -> dict[int, tuple[Any, ...]]:
 
 
 def warehouse_rows(url: str, shop_id: str | None = None) -> dict[int, tuple[Any, ...]]:
-    """Stored trades as the same tuples as ``truth_rows``."""
+    """Stored trades as the same tuples as ``truth_rows`` (read through the warehouse's column types,
+    as an analyst's SQLAlchemy query would)."""
+    t, o = tables.trades, tables.trade_orders
+    trade_q = sa.select(t.c.tid, t.c.status, t.c.modified, t.c.payment)
+    line_q = sa.select(o.c.oid, o.c.tid, o.c.status, o.c.payment, o.c.num)
+    if shop_id is not None:
+        trade_q, line_q = trade_q.where(t.c.shop_id == shop_id), line_q.where(o.c.shop_id == shop_id)
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            where = " WHERE shop_id = :shop" if shop_id else ""
-            params = {"shop": shop_id} if shop_id else {}
-            trades = conn.execute(sa.text(f"SELECT tid, status, modified, payment FROM trades{where}"),
-                                  params).all()
+            stored = conn.execute(trade_q).all()
             lines: dict[int, list[tuple[Any, ...]]] = {}
-            for oid, tid, status, payment, num in conn.execute(
-                    sa.text(f"SELECT oid, tid, status, payment, num FROM trade_orders{where}"), params):
-                lines.setdefault(int(tid), []).append((int(oid), status, Decimal(payment), int(num)))
+            for oid, tid, status, payment, num in conn.execute(line_q):
+                lines.setdefault(int(tid), []).append((int(oid), status, payment, int(num)))
     finally:
         engine.dispose()
-    return {int(tid): (status, _utc(modified), Decimal(payment), tuple(sorted(lines.get(int(tid), []))))
-            for tid, status, modified, payment in trades}
+    return {int(tid): (status, _utc(modified), payment, tuple(sorted(lines.get(int(tid), []))))
+            for tid, status, modified, payment in stored}
 
 
 def _utc(value: Any) -> datetime:
@@ -249,3 +252,11 @@ def in_windows(trades: Iterable[dict[str, Any]], windows: Iterable[tuple[datetim
     """Trades whose ``field`` lies in any [start, end] (TOP's end bound is inclusive)."""
     spans = [(s.astimezone(timezone.utc), e.astimezone(timezone.utc)) for s, e in windows]
     return [t for t in trades if any(s <= top_time(t[field]) <= e for s, e in spans)]
+
+
+def serial_loads(monkeypatch: Any) -> None:
+    """Load a run's partitions in-process. Parallel PostgreSQL loading starts spawned worker processes
+    (seconds of fixed cost per run); tests that make many small runs opt out of it, the others keep
+    the configured default so the parallel path stays covered."""
+    if hasattr(A.SETTINGS, "load_workers"):
+        monkeypatch.setattr(A.SETTINGS, "load_workers", 1)
