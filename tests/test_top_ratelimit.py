@@ -49,8 +49,9 @@ def test_ban_blocks_until_it_ends() -> None:
 def test_unlimited_method_bucket_only_honours_bans() -> None:
     limits = Limits(per_minute=60, per_method={"taobao.trades.sold.get": 30})
     assert limits.spec_for(method_key("k", "taobao.time.get")).rate_per_s is None
-    assert limits.spec_for(method_key("k", "taobao.trades.sold.get")).rate_per_s == 0.5
-    assert limits.spec_for("k") == BucketSpec(rate_per_s=1.0, capacity=1.0)
+    # refill (quota - burst) / 60: burst plus a minute of refill never exceeds the quota
+    assert limits.spec_for(method_key("k", "taobao.trades.sold.get")).rate_per_s == pytest.approx(29 / 60)
+    assert limits.spec_for("k") == BucketSpec(rate_per_s=59 / 60, capacity=1.0)
     assert Limits(per_minute=600, burst=20).spec_for("k").capacity == 20.0
 
 
@@ -98,8 +99,28 @@ def test_local_acquire_sleeps_for_the_refill(tmp_path: Path) -> None:
 
     budget = LocalRateBudget(tmp_path / "b.sqlite3", Limits(per_minute=60, burst=2), sleep=sleep,
                              clock=lambda: clock[0])
-    assert [budget.acquire("k") for _ in range(4)] == [0.0, 0.0, pytest.approx(1.0), pytest.approx(1.0)]
-    assert sum(slept) == pytest.approx(2.0)
+    refill = 60 / 58  # (60 per minute - burst 2) / 60 s
+    assert [budget.acquire("k") for _ in range(4)] == [0.0, 0.0, pytest.approx(refill), pytest.approx(refill)]
+    assert sum(slept) == pytest.approx(2 * refill)
+
+
+@pytest.mark.parametrize("per_minute,burst", [(300, None), (100, None), (60, 10), (600, 50)])
+def test_a_greedy_caller_never_exceeds_the_quota_in_any_sliding_minute(per_minute: int, burst: int | None) -> None:
+    """The platform counts calls over a sliding minute: burst + refill must stay within the quota."""
+    spec = Limits(per_minute=per_minute, burst=burst).spec_for("app")
+    state, now, calls = None, 0.0, []
+    while now < 300.0:
+        state, wait = take(state, now=now, spec=spec, tokens=1)
+        if wait:
+            now += wait
+            continue
+        calls.append(now)
+    for i, start in enumerate(calls):
+        in_window = sum(1 for t in calls[i:] if t < start + 60.0)
+        assert in_window <= per_minute
+    # and it still uses the rest: with the default one-second burst at least 95 % of the quota
+    used = len(calls) / (per_minute * 5)
+    assert used >= 0.95 if burst is None else used >= (per_minute - burst) / per_minute
 
 
 # -- several processes sharing one budget -----------------------------------------------------------

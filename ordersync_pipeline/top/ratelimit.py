@@ -77,9 +77,21 @@ class Limits:
             rate = self.per_method.get(key.split("|", 1)[1])
             if rate is None:
                 return BucketSpec(rate_per_s=None, capacity=1.0)
-            return BucketSpec(rate_per_s=rate / 60.0, capacity=float(_default_burst(rate)))
+            return _window_safe(rate, _default_burst(rate))
         burst = self.burst if self.burst is not None else _default_burst(self.per_minute)
-        return BucketSpec(rate_per_s=self.per_minute / 60.0, capacity=float(burst))
+        return _window_safe(self.per_minute, burst)
+
+
+def _window_safe(per_minute: int, burst: int) -> BucketSpec:
+    """A bucket that never lets more than ``per_minute`` calls into any 60-second window.
+
+    The platform counts calls over a sliding minute; a bucket refilling at the full rate on top of a
+    full burst would allow ``burst + per_minute`` in one window and earn a code-7 ban. Refilling at
+    ``(per_minute - burst) / 60`` keeps burst plus refill within the quota.
+    """
+    burst = max(1, min(burst, per_minute))
+    refill = max(per_minute - burst, 1) / 60.0
+    return BucketSpec(rate_per_s=refill, capacity=float(burst))
 
 
 def _default_burst(per_minute: int) -> int:
@@ -98,8 +110,10 @@ def take(state: BucketState | None, *, now: float, spec: BucketSpec,
     if spec.rate_per_s is None:
         return state, 0.0
     level = min(spec.capacity, state.tokens + max(0.0, now - state.updated) * spec.rate_per_s)
-    if level >= tokens:
-        return BucketState(level - tokens, now, state.banned_until), 0.0
+    # The tolerance absorbs float rounding: after sleeping exactly the computed wait, the level can
+    # come out a hair under ``tokens`` and ask for a sub-nanosecond sleep forever.
+    if level >= tokens - 1e-9:
+        return BucketState(max(0.0, level - tokens), now, state.banned_until), 0.0
     return BucketState(level, now, state.banned_until), (tokens - level) / spec.rate_per_s
 
 
@@ -152,7 +166,7 @@ elseif now < banned then
   return tostring(banned - now)
 elseif rate >= 0 then
   local level = math.min(cap, tokens + math.max(0, now - updated) * rate)
-  if level >= n then tokens = level - n else tokens = level; wait = (n - level) / rate end
+  if level >= n - 1e-9 then tokens = math.max(0, level - n) else tokens = level; wait = (n - level) / rate end
   updated = now
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(updated),
