@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_right
-from dataclasses import dataclass
-from typing import Any
+from _random import Random as _Mt  # the C generator random.Random wraps: same sequence, no Python-level seed()
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 DAY = 86_400
 HOUR = 3_600
@@ -120,9 +121,35 @@ class Sku:
 
 
 @dataclass(frozen=True)
+class Line:
+    sku: Sku
+    num: int
+    discount_cents: int
+    key: int = field(default=-1, compare=False)  # position in Catalogue.lines (names cached order bytes)
+
+    @property
+    def total_cents(self) -> int:
+        return self.sku.price_cents * self.num
+
+    @property
+    def payment_cents(self) -> int:
+        return self.total_cents - self.discount_cents
+
+
+LINE_NUMS = (1, 1, 1, 2, 2, 3)  # quantity draw; a line is (sku, quantity 1..3, discounted or not)
+
+
+def line_key(sku_pos: int, num: int, discounted: bool) -> int:
+    return sku_pos * 6 + (num - 1) * 2 + discounted
+
+
+@dataclass(frozen=True)
 class Catalogue:
     skus: tuple[Sku, ...]
     cum_weights: tuple[float, ...]   # popularity, for random.choices
+    # Every possible order line, shared by all trades: a detail picks lines instead of building them
+    # (and the list renderer serializes each line's static part once).
+    lines: tuple[Line, ...] = ()
 
 
 def make_catalogue(seed: int, shop_no: int, n_items: int = 40) -> Catalogue:
@@ -148,7 +175,9 @@ def make_catalogue(seed: int, shop_no: int, n_items: int = 40) -> Catalogue:
     for w in weights:
         acc += w
         cum.append(acc)
-    return Catalogue(tuple(skus), tuple(cum))
+    lines = tuple(Line(sku, num, sku.price_cents // 10 if discounted else 0, line_key(k, num, discounted))
+                  for k, sku in enumerate(skus) for num in (1, 2, 3) for discounted in (False, True))
+    return Catalogue(tuple(skus), tuple(cum), lines)
 
 
 # ------------------------------------------------------------------ timelines (eager)
@@ -240,25 +269,12 @@ UID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 MESSAGES = ("请尽快发货", "不要放快递柜", "送人的，请不要放发票", "")
 
 
-@dataclass(frozen=True)
-class Line:
-    sku: Sku
-    num: int
-    discount_cents: int
+class Detail(NamedTuple):
+    """What a trade's seed decides beyond its timeline. A NamedTuple: built once per rendered trade,
+    and tuple construction is several times cheaper than a frozen dataclass's ``__init__``."""
 
-    @property
-    def total_cents(self) -> int:
-        return self.sku.price_cents * self.num
-
-    @property
-    def payment_cents(self) -> int:
-        return self.total_cents - self.discount_cents
-
-
-@dataclass(frozen=True)
-class Detail:
     buyer_nick: str
-    buyer_open_uid: str
+    uid_hash: int                       # buyer_open_uid is derived from it only when asked for
     receiver_name: str
     receiver_mobile: str
     region: tuple[str, str, str, str]
@@ -272,44 +288,64 @@ class Detail:
     out_sid: str
     refund_reason: str
 
+    @property
+    def buyer_open_uid(self) -> str:
+        return _open_uid(self.uid_hash)
+
+
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+NICK_TAIL = "0123456789xyz"
+POST_FEES = (0, 0, 0, 800, 1000, 1200)
+TRADE_FROMS = ("WAP,WAP", "TAOBAO", "TMALL", "WAP,WAP")
+REFUND_REASONS = ("不想要了", "尺码不合适", "商品与描述不符", "七天无理由退换货")
+ADDRESS_HEADS = "文中建人和平新"
+
 
 def make_detail(seed: int, shop_no: int, idx: int, nlines: int, catalogue: Catalogue) -> Detail:
-    # rng.random() with indexing instead of rng.choice: this runs once per rendered trade (profiled).
-    r = random.Random(mix(seed, shop_no, idx, 0xDE7)).random
+    """The trade's detail, drawn from its own seed. Runs once per rendered trade, so it is written
+    for speed (C-level generator, inlined draws, shared Line objects); the sequence of draws is the
+    world's definition and must never change order."""
+    r = _Mt(mix(seed, shop_no, idx, 0xDE7)).random
+    cum, skus, all_lines = catalogue.cum_weights, catalogue.skus, catalogue.lines
+    top, last = cum[-1], len(cum) - 1
+    first = min(bisect_right(cum, r() * top), last)
+    picked = [first]
+    while len(picked) < nlines:  # distinct SKUs, redrawing on repeats
+        k = min(bisect_right(cum, r() * top), last)
+        sku_id = skus[k].sku_id
+        for j in picked:
+            if skus[j].sku_id == sku_id:
+                break
+        else:
+            picked.append(k)
+    lines = []
+    for k in picked:
+        num = LINE_NUMS[int(r() * 6)]
+        lines.append(all_lines[line_key(k, num, r() < 0.25)])
+    # The literal lengths below are len(LOWER), len(NICK_TAIL), len(SURNAMES)... (asserted below).
+    nick = LOWER[int(r() * 26)] + "**" + NICK_TAIL[int(r() * 13)]
+    receiver_name = SURNAMES[int(r() * 20)] + "*"
+    mobile = "1" + "3578"[int(r() * 4)] + str(int(r() * 10)) + "********"
+    region = REGIONS[int(r() * 8)]
+    address = ADDRESS_HEADS[int(r() * 7)] + "*街道**路**号****"
+    return Detail(nick, mix(seed, shop_no, idx, 0x0D1D), receiver_name, mobile, region, address, tuple(lines),
+                  POST_FEES[int(r() * 6)], TRADE_FROMS[int(r() * 4)], MESSAGES[int(r() * 4)],
+                  int(r() * nlines), CARRIERS[int(r() * 6)], str(10**11 + int(r() * (10**14 - 10**11))),
+                  REFUND_REASONS[int(r() * 4)])
 
-    def pick(seq: Any) -> Any:
-        return seq[int(r() * len(seq))]
 
-    cum = catalogue.cum_weights
-    picks: list[Sku] = []
-    while len(picks) < nlines:
-        sku = catalogue.skus[min(bisect_right(cum, r() * cum[-1]), len(cum) - 1)]
-        if all(p.sku_id != sku.sku_id for p in picks):
-            picks.append(sku)
-    lines = tuple(Line(s, pick((1, 1, 1, 2, 2, 3)), (s.price_cents // 10) if r() < 0.25 else 0) for s in picks)
-    return Detail(
-        buyer_nick=pick("abcdefghijklmnopqrstuvwxyz") + "**" + pick("0123456789xyz"),
-        buyer_open_uid=_open_uid(mix(seed, shop_no, idx, 0x0D1D)),
-        receiver_name=pick(SURNAMES) + "*",
-        receiver_mobile=f"1{pick('3578')}{int(r() * 10)}********",
-        region=pick(REGIONS),
-        address_masked=f"{pick('文中建人和平新')}*街道**路**号****",
-        lines=lines,
-        post_fee_cents=pick((0, 0, 0, 800, 1000, 1200)),
-        trade_from=pick(("WAP,WAP", "TAOBAO", "TMALL", "WAP,WAP")),
-        buyer_message=pick(MESSAGES),
-        refund_line=int(r() * nlines),
-        carrier=pick(CARRIERS),
-        out_sid=str(10**11 + int(r() * (10**14 - 10**11))),
-        refund_reason=pick(("不想要了", "尺码不合适", "商品与描述不符", "七天无理由退换货")),
-    )
+assert (len(LOWER), len(NICK_TAIL), len(SURNAMES), len(REGIONS), len(ADDRESS_HEADS), len(POST_FEES),
+        len(TRADE_FROMS), len(MESSAGES), len(CARRIERS), len(REFUND_REASONS)) == (26, 13, 20, 8, 7, 6, 4, 4, 6, 4)
+
+
+# Two base-64 digits per lookup: the open uid is 22 digits, least significant first.
+_PAIRS = tuple(UID_ALPHABET[i % 64] + UID_ALPHABET[i // 64] for i in range(4096))
 
 
 def _open_uid(h: int) -> str:
-    """A stable 24-char buyer_open_uid like ``AAHk5d-EAAeGwJedwSFu0XXX`` (two 64-bit hashes, base 64)."""
-    out = ["A", "A"]
-    for part in (h, mix(h)):
-        for _ in range(11):
-            part, r = divmod(part, 64)
-            out.append(UID_ALPHABET[r])
-    return "".join(out)
+    """A stable 24-char buyer_open_uid like ``AAHk5d-EAAeGwJedwSFu0XXX`` (two 64-bit hashes, base 64,
+    least significant digit first; unrolled because the list APIs render one per trade)."""
+    g, a, u = mix(h), _PAIRS, UID_ALPHABET
+    return ("AA" + a[h & 4095] + a[h >> 12 & 4095] + a[h >> 24 & 4095] + a[h >> 36 & 4095] + a[h >> 48 & 4095]
+            + u[h >> 60] + a[g & 4095] + a[g >> 12 & 4095] + a[g >> 24 & 4095] + a[g >> 36 & 4095]
+            + a[g >> 48 & 4095] + u[g >> 60])

@@ -159,14 +159,17 @@ class World:
                 self.generated_until = day + p.DAY
 
     # ---------------------------------------------------------------- references
-    def ref(self, shop: ShopWorld, idx: int) -> TradeRef:
+    def ref(self, shop: ShopWorld, idx: int, keep: bool = True) -> TradeRef:
+        """``keep=False`` for one-off renders (a list page's cold fragment, cached as bytes anyway):
+        the detail memo would only evict details that fullinfo or ground-truth reads may reuse."""
         key = (shop.shop_no, idx)
         detail = self._details.get(key)
         if detail is None:
-            if len(self._details) > 200_000:
-                self._details.clear()
             detail = p.make_detail(self.seed, shop.shop_no, idx, shop.nlines[idx], shop.catalogue)
-            self._details[key] = detail
+            if keep:
+                if len(self._details) > 200_000:
+                    self._details.clear()
+                self._details[key] = detail
         return TradeRef(shop.shop_no, shop.shop.seller_nick, idx, p.tid_of(shop.shop_no, idx, self.seed),
                         shop.types[idx], shop.outcomes[idx], shop.nlines[idx], shop.events(idx),
                         shop.extras.get(idx, []), detail)
