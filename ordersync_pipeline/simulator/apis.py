@@ -120,7 +120,7 @@ class Apis:
         if frag is None:
             self.fragments.misses += 1
             if list_api and self.lister.supports(proj):
-                frag = self.lister.fragment(self.world.ref(shop, idx, keep=False), t, proj, call.simplify)
+                frag = self.lister.fragment(self.world.ref(shop, idx, keep=False), t, proj, call.simplify, modified)
             else:
                 ref = self.world.ref(shop, idx)
                 # orjson hands back a 16 KB allocation whatever the length: copy to the exact size

@@ -154,20 +154,29 @@ def error(code: int, msg: str, rid: str, sub_code: str | None = None, sub_msg: s
 
 def list_page(method: str, list_key: str, fragments: list[bytes], rid: str, simplify: bool,
               total: int | None, has_next: bool | None) -> bytes:
-    """Assemble a list response from pre-serialized item fragments."""
-    parts: list[bytes] = []
+    """Assemble a list response from pre-serialized item fragments.
+
+    Exactly one page-sized allocation: the envelope's head is glued to the first fragment and its
+    tail to the last, then one join. A page is ~170 KB, and each extra page-sized temporary costs
+    ~50 us here (fresh pages from the allocator), more than serving a warm page otherwise does.
+    """
+    head: list[bytes] = [b"{" if simplify else b'{"%s":{' % response_key(method).encode()]
     if total is not None:
-        parts.append(b'"total_results":%d' % total)
+        head.append(b'"total_results":%d,' % total)
     if has_next is not None:
-        parts.append(b'"has_next":' + (b"true" if has_next else b"false"))
-    if fragments:
-        joined = b",".join(fragments)
-        item = LIST_WRAPPERS[list_key].encode()
-        key = list_key.encode()
-        parts.append(b'"%s":[%s]' % (key, joined) if simplify else b'"%s":{"%s":[%s]}' % (key, item, joined))
-    parts.append(b'"request_id":"%s"' % rid.encode())
-    inner = b"{" + b",".join(parts) + b"}"
-    return inner if simplify else b'{"%s":%s}' % (response_key(method).encode(), inner)
+        head.append(b'"has_next":true,' if has_next else b'"has_next":false,')
+    tail = b'"request_id":"%s"}' % rid.encode() + (b"" if simplify else b"}")
+    if not fragments:
+        return b"".join(head) + tail
+    key = list_key.encode()
+    head.append(b'"%s":[' % key if simplify else b'"%s":{"%s":[' % (key, LIST_WRAPPERS[list_key].encode()))
+    tail = (b"]," if simplify else b"]},") + tail
+    if len(fragments) == 1:
+        return b"".join(head) + fragments[0] + tail
+    items = list(fragments)
+    items[0] = b"".join(head) + items[0]
+    items[-1] = items[-1] + tail
+    return b",".join(items)
 
 
 def to_xml(json_body: bytes) -> bytes:

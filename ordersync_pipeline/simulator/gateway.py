@@ -130,6 +130,18 @@ class Gateway:
             raise TopError(25, "Invalid signature")
 
 
+def send_all(sock: socket.socket, head: bytes, body: bytes) -> None:
+    """Headers and body in one ``sendmsg`` (one segment for small replies, Nagle never waits) without
+    copying the body behind the headers: a list page is ~170 KB, and a page-sized temporary costs
+    ~50 us of fresh pages here."""
+    sent = sock.sendmsg((head, body))
+    if sent < len(head):
+        sock.sendall(head[sent:])
+        sent = len(head)
+    if sent - len(head) < len(body):
+        sock.sendall(memoryview(body)[sent - len(head):])
+
+
 class Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 keep-alive; one write per response (headers + body) so Nagle never delays a reply."""
 
@@ -191,7 +203,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             head += "Connection: close\r\n"
         try:
-            self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
+            send_all(self.connection, (head + "\r\n").encode("latin-1"), body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (e.g. its timeout fired)
 

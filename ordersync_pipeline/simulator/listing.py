@@ -69,7 +69,7 @@ SNIPPETS: dict[str, tuple[str, str | None]] = {
     "buyer_open_uid": ('"{d.buyer_open_uid}"', None),
     "title": ("{js(ref.seller_nick)}", None),
     "created": ('"{fmt_time(ref.events[0])}"', None),
-    "modified": ('"{fmt_time(latest_event(ref, t))}"', None),
+    "modified": ('"{fmt_time(modified)}"', None),
     "payment": ('"{money(payment)}"', None),
     "total_fee": ('"{money(total)}"', None),
     "post_fee": ('"{money(d.post_fee_cents)}"', None),
@@ -105,7 +105,7 @@ SNIPPETS: dict[str, tuple[str, str | None]] = {
 
 # The state render_trade derives before building its dict, as locals of the generated function.
 _PRELUDE = """\
-def render(ref, t, chunks):
+def render(ref, t, chunks, modified):
     d = ref.detail
     seen = seen_events(ref, t)
     status = trade_status(ref.outcome, ref.nlines, seen)
@@ -130,11 +130,11 @@ _NAMESPACE: dict[str, Any] = {
     "FALSE": "false",
 }
 
-Renderer = Callable[[TradeRef, int, dict[int, str]], bytes]
+Renderer = Callable[[TradeRef, int, dict[int, str], int], bytes]
 
 
 def compile_renderer(trade_fields: tuple[str, ...], orders: bool, simplify: bool) -> Renderer:
-    """Generate ``render(ref, t, chunks) -> bytes`` for these projected trade fields.
+    """Generate ``render(ref, t, chunks, modified) -> bytes`` for these projected trade fields.
 
     Generated rather than looped over per-field callables: one f-string per trade instead of a
     call, a concat and an append per field (the loop version spent half its time on that). Only
@@ -153,9 +153,12 @@ def compile_renderer(trade_fields: tuple[str, ...], orders: bool, simplify: bool
     if orders:
         opener, closer = ('[', ']') if simplify else ('{{"order":[', ']}}')
         body.append(f',"orders":{opener}{{orders_json(ref, d, seen, status, shipped_at, ended_at, chunks)}}{closer}')
-    # Every piece starts with a comma; the first one is dropped (and "{}" stays "{}").
-    src.append(f"    body = f'{''.join(body)}'\n")
-    src.append("    return ('{' + body[1:] + '}').encode()\n")
+    if body and body[0].startswith(","):
+        body[0] = body[0][1:]  # an unconditional first key (usually tid): no comma to strip later
+        src.append(f"    return f'{{{{{''.join(body)}}}}}'.encode()\n")
+    else:  # every piece starts with a comma; drop the first one (and "{}" stays "{}")
+        src.append(f"    body = f'{''.join(body)}'\n")
+        src.append("    return ('{' + body[1:] + '}').encode()\n")
     namespace = dict(_NAMESPACE, orders_json=orders_json)
     exec(compile("".join(src), f"<list renderer {','.join(trade_fields)}>", "exec"), namespace)  # noqa: S102
     return namespace["render"]  # type: ignore[no-any-return]
@@ -231,8 +234,11 @@ class ListRenderer:
         """Whole orders or no orders; order sub-field projections take the reference path."""
         return not proj.orders or proj.order_fields == ("\0list",)
 
-    def fragment(self, ref: TradeRef, t: int, proj: Projection, simplify: bool) -> bytes:
-        """Equal to ``orjson.dumps(project_trade(render_trade(ref, t), proj, simplify))``."""
+    def fragment(self, ref: TradeRef, t: int, proj: Projection, simplify: bool, modified: int | None = None) -> bytes:
+        """Equal to ``orjson.dumps(project_trade(render_trade(ref, t), proj, simplify))``.
+
+        ``modified`` is the trade's latest event at t when the caller already knows it (list pages
+        sort and cache by it)."""
         render = self._renderers.get((proj.key, simplify))
         if render is None:
             render = self._renderers[(proj.key, simplify)] = compile_renderer(proj.trade_fields, proj.orders,
@@ -240,4 +246,4 @@ class ListRenderer:
         chunks = self._chunks.get(ref.shop_no)
         if chunks is None:
             chunks = self._chunks[ref.shop_no] = {}
-        return render(ref, t, chunks)
+        return render(ref, t, chunks, latest_event(ref, t) if modified is None else modified)

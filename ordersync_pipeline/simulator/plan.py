@@ -61,8 +61,20 @@ def mix(*parts: int) -> int:
     return h
 
 
+def mix_on(h: int, part: int) -> int:
+    """``mix(*parts, part)`` given ``h = mix(*parts)``: a trade's tid, detail seed and open uid all
+    hash (seed, shop_no, idx, ...), so the list path hashes that prefix once per trade."""
+    h = (h ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+    return h ^ (h >> 31)
+
+
 def tid_of(shop_no: int, idx: int, seed: int) -> int:
-    return TID_BASE + shop_no * TID_SHOP + idx * 10_000 + (mix(seed, shop_no, idx) % 1000) * 10
+    return tid_from_hash(shop_no, idx, mix(seed, shop_no, idx))
+
+
+def tid_from_hash(shop_no: int, idx: int, trade_hash: int) -> int:
+    """The tid given ``trade_hash = mix(seed, shop_no, idx)``."""
+    return TID_BASE + shop_no * TID_SHOP + idx * 10_000 + (trade_hash % 1000) * 10
 
 
 def locate_tid(tid: int, seed: int) -> tuple[int, int] | None:
@@ -301,11 +313,13 @@ REFUND_REASONS = ("不想要了", "尺码不合适", "商品与描述不符", "�
 ADDRESS_HEADS = "文中建人和平新"
 
 
-def make_detail(seed: int, shop_no: int, idx: int, nlines: int, catalogue: Catalogue) -> Detail:
+def make_detail(seed: int, shop_no: int, idx: int, nlines: int, catalogue: Catalogue,
+                trade_hash: int | None = None) -> Detail:
     """The trade's detail, drawn from its own seed. Runs once per rendered trade, so it is written
     for speed (C-level generator, inlined draws, shared Line objects); the sequence of draws is the
     world's definition and must never change order."""
-    r = _Mt(mix(seed, shop_no, idx, 0xDE7)).random
+    h = mix(seed, shop_no, idx) if trade_hash is None else trade_hash
+    r = _Mt(mix_on(h, 0xDE7)).random
     cum, skus, all_lines = catalogue.cum_weights, catalogue.skus, catalogue.lines
     top, last = cum[-1], len(cum) - 1
     first = min(bisect_right(cum, r() * top), last)
@@ -328,7 +342,7 @@ def make_detail(seed: int, shop_no: int, idx: int, nlines: int, catalogue: Catal
     mobile = "1" + "3578"[int(r() * 4)] + str(int(r() * 10)) + "********"
     region = REGIONS[int(r() * 8)]
     address = ADDRESS_HEADS[int(r() * 7)] + "*街道**路**号****"
-    return Detail(nick, mix(seed, shop_no, idx, 0x0D1D), receiver_name, mobile, region, address, tuple(lines),
+    return Detail(nick, mix_on(h, 0x0D1D), receiver_name, mobile, region, address, tuple(lines),
                   POST_FEES[int(r() * 6)], TRADE_FROMS[int(r() * 4)], MESSAGES[int(r() * 4)],
                   int(r() * nlines), CARRIERS[int(r() * 6)], str(10**11 + int(r() * (10**14 - 10**11))),
                   REFUND_REASONS[int(r() * 4)])

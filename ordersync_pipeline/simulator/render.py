@@ -33,8 +33,18 @@ def fmt_time(ts: int) -> str:
     return prefix + _CLOCK[minute] + _SECONDS[s]
 
 
+_money_memo: dict[int, str] = {}
+
+
 def money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
+    """``12.30`` from 1230. Memoised: amounts are sums of a few catalogue prices, so a world has a
+    few thousand distinct ones, and the list path formats five or six per trade."""
+    s = _money_memo.get(cents)
+    if s is None:
+        if len(_money_memo) > 100_000:
+            _money_memo.clear()
+        s = _money_memo[cents] = f"{cents // 100}.{cents % 100:02d}"
+    return s
 
 
 class TradeRef:

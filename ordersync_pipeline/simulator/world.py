@@ -163,14 +163,15 @@ class World:
         """``keep=False`` for one-off renders (a list page's cold fragment, cached as bytes anyway):
         the detail memo would only evict details that fullinfo or ground-truth reads may reuse."""
         key = (shop.shop_no, idx)
+        trade_hash = p.mix(self.seed, shop.shop_no, idx)
         detail = self._details.get(key)
         if detail is None:
-            detail = p.make_detail(self.seed, shop.shop_no, idx, shop.nlines[idx], shop.catalogue)
+            detail = p.make_detail(self.seed, shop.shop_no, idx, shop.nlines[idx], shop.catalogue, trade_hash)
             if keep:
                 if len(self._details) > 200_000:
                     self._details.clear()
                 self._details[key] = detail
-        return TradeRef(shop.shop_no, shop.shop.seller_nick, idx, p.tid_of(shop.shop_no, idx, self.seed),
+        return TradeRef(shop.shop_no, shop.shop.seller_nick, idx, p.tid_from_hash(shop.shop_no, idx, trade_hash),
                         shop.types[idx], shop.outcomes[idx], shop.nlines[idx], shop.events(idx),
                         shop.extras.get(idx, []), detail)
 
