@@ -75,6 +75,7 @@ class SyncSettings(BaseModel):
     # Optional fixed start of the incremental partitions (ISO date or datetime, Asia/Shanghai when
     # naive). Defaults to ``history_days`` before the first run.
     start: str | None = None
+    # Receiver name, phone and address are kept (in cached fullinfo details) only when this is true.
     store_receiver_pii: bool = False
     # Why a trade gets a taobao.trade.fullinfo.get call: "incomplete" (the list record lacks order
     # lines), "presale" (step_pay_details), "buyer_message". Each costs one call per changed trade.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ordersync_pipeline.defs.assets import HISTORICAL_ASSETS, INCREMENT_ASSETS
+from ordersync_pipeline.defs.assets import HISTORICAL_ASSETS, INCREMENT_ASSETS, SETTINGS
 from ordersync_pipeline.defs.automation import JOBS, SCHEDULES, SENSORS
 from ordersync_pipeline.defs.resources import PageLakeResource, TopApiResource, WarehouseResource
 
@@ -15,7 +15,7 @@ defs = dg.Definitions(
     sensors=SENSORS,
     resources={
         "top": TopApiResource(),
-        "warehouse": WarehouseResource(),
+        "warehouse": WarehouseResource(store_receiver_pii=SETTINGS.store_receiver_pii),
         "lake": PageLakeResource(),
     },
 )

@@ -380,9 +380,11 @@ def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synce
     return batch
 
 
-def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime) -> dict[str, Any]:
-    """A ``trade_details`` cache row for one fullinfo trade: its JSON (receiver PII stripped), keyed
-    by ``tid`` and versioned by ``modified``. Raises ``InvalidTrade`` when either is unusable."""
+def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime,
+               keep_pii: bool = False) -> dict[str, Any]:
+    """A ``trade_details`` cache row for one fullinfo trade: its JSON (receiver PII stripped unless
+    ``keep_pii``), keyed by ``tid`` and versioned by ``modified``. Raises ``InvalidTrade`` when either
+    is unusable."""
     require_aware(fetched_at, "fetched_at")
     try:
         if not isinstance(trade, Mapping):
@@ -394,4 +396,4 @@ def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime) 
     except _Invalid as exc:
         raise InvalidTrade(f"fullinfo trade {_record_key(trade) or '?'}: {exc}") from None
     return {"tid": tid, "shop_id": shop_id, "modified": modified, "fetched_at": fetched_at,
-            "detail": payload_json(trade)}
+            "detail": payload_json(trade, keep_pii=keep_pii)}

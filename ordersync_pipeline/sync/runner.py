@@ -245,7 +245,8 @@ def refresh_details(*, client: TopClient, warehouse: Warehouse, shop_id: str, se
     rows = []
     for tid in todo:
         trade = fetch(client, shop_id=shop_id, session=session, tid=tid, fields=DETAIL_FIELDS)
-        rows.append(detail_row(shop_id, trade, fetched_at=synced_at or utc_now()))
+        rows.append(detail_row(shop_id, trade, fetched_at=synced_at or utc_now(),
+                               keep_pii=warehouse.store_receiver_pii))
     if rows:
         warehouse.upsert_trade_details(rows)
     return DetailsResult(shop_id=shop_id, candidates=len(candidates), fetched=len(rows),

@@ -28,8 +28,11 @@ _IN_CHUNK = 5000
 class Warehouse:
     """A warehouse database: ``postgresql://``, ``mysql://``/``mariadb://`` or ``sqlite:///path``."""
 
-    def __init__(self, url: str | URL) -> None:
+    def __init__(self, url: str | URL, *, store_receiver_pii: bool = False) -> None:
+        """``store_receiver_pii`` keeps receiver name/phone/address in cached fullinfo details; off by
+        default because the warehouse is read by many people and the fields are personal data."""
         self.engine: sa.Engine = create_warehouse_engine(url)
+        self.store_receiver_pii = store_receiver_pii
         self._strategy = strategy_for(self.engine.dialect.name)
 
     def __repr__(self) -> str:
@@ -59,7 +62,10 @@ class Warehouse:
 
     def upsert_trade_details(self, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
         """Cache fullinfo trades by ``tid``, guarded by ``modified``. ``detail`` may be JSON text or a
-        dict; receiver personal fields are removed from it before it is stored."""
+        dict; receiver personal fields are removed from it before it is stored unless the warehouse
+        was opened with ``store_receiver_pii=True``."""
+        if self.store_receiver_pii:
+            return self._upsert("trade_details", rows)
         scrubbed = [{**row, "detail": scrub_detail(row["detail"])} if row.get("detail") is not None else row
                     for row in rows]
         return self._upsert("trade_details", scrubbed)
