@@ -103,6 +103,12 @@ def dev(config_path: Path | None, host: str, port: int) -> None:
                f"{ENV_HOME}={ordersync_home()})")
     args = [sys.executable, "-m", "dagster", "dev", "-m", "ordersync_pipeline.definitions",
             "-h", host, "-p", str(port)]
+    # A process started in the background by a script inherits SIGINT/SIGTERM as ignored, and exec
+    # keeps them ignored: dagster dev would then outlive every attempt to stop it.
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
     os.execvpe(args[0], args, env)
 
 
