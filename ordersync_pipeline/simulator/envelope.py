@@ -93,6 +93,10 @@ def project_trade(trade: dict[str, Any], proj: Projection, simplify: bool) -> di
     return out
 
 
+# Measured per entry beyond the fragment's length: bytes header, 6-tuple key and its ints, dict slot.
+ENTRY_OVERHEAD = 240
+
+
 class FragmentCache:
     """Serialized trade fragments keyed by (shop, idx, modified, projection, simplify, list_api).
 
@@ -115,10 +119,10 @@ class FragmentCache:
             if key in self._d:
                 return
             self._d[key] = value
-            self.size += len(value) + 120  # rough per-entry overhead
+            self.size += len(value) + ENTRY_OVERHEAD
             while self.size > self.max_bytes and self._d:
                 old = next(iter(self._d))
-                self.size -= len(self._d.pop(old)) + 120
+                self.size -= len(self._d.pop(old)) + ENTRY_OVERHEAD
 
 
 def wrap_lists(obj: Any, simplify: bool) -> Any:
