@@ -100,6 +100,7 @@ def _run_fetch(context: dg.AssetExecutionContext, config: PagesConfig, top: TopA
         # (tens to hundreds of ms), and the shared rate budget, not the thread count, bounds the
         # call rate. Every partition is attempted; failures are reported together afterwards.
         failures: list[str] = []
+        retryable = False
         with ThreadPoolExecutor(max_workers=SETTINGS.fetch_concurrency) as pool:
             futures = {pool.submit(fetch_one, key): key for key in _keys(context)}
             for future in as_completed(futures):
@@ -107,14 +108,18 @@ def _run_fetch(context: dg.AssetExecutionContext, config: PagesConfig, top: TopA
                     result = future.result()
                 except Exception as exc:  # noqa: BLE001 - reported per partition below
                     failures.append(f"{futures[future]}: {type(exc).__name__}: {exc}")
+                    retryable = retryable or getattr(exc, "retryable", True)
                     continue
                 pages += result.pages
                 trades += result.trades
         if failures:
+            # When no failure can heal by waiting (an expired session, a rejected parameter), fail
+            # now instead of sleeping through the step retry policy (30 s, then 60 s).
             raise dg.Failure(
                 f"{len(failures)} of {len(futures)} {stream} partitions failed to fetch; "
-                "their windows are not marked complete and a re-run retries them",
-                metadata={"failures": "\n".join(sorted(failures)[:50])})
+                "their windows are not marked complete and a re-run retries them; first: "
+                f"{sorted(failures)[0][:300]}",
+                metadata={"failures": "\n".join(sorted(failures)[:50])}, allow_retries=retryable)
     context.log.info(f"fetched {trades} trades in {pages} pages for {len(context.partition_keys)} "
                      f"partitions in {time.perf_counter() - started:.1f}s ({recorder.total} API calls)")
     return dg.MaterializeResult(metadata={
