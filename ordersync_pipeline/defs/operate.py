@@ -205,10 +205,21 @@ def _execute(defs: object, job_name: str, shops: list[str], time_keys: list[str]
                                     raise_on_error=False)
     error = None
     if not result.success:
-        failures = [e for e in result.all_events if e.is_failure]
-        error = "; ".join(str(e.message)[:300] for e in failures[:3]) or "run failed"
+        failures = [e for e in result.all_events if e.is_step_failure]
+        error = "; ".join(_failure_reason(e)[:600] for e in failures[:3]) or "run failed"
     return StepReport(name=name, partitions=len(shops) * len(time_keys), success=result.success,
                       seconds=time.perf_counter() - started, run_id=result.run_id, error=error)
+
+
+def _failure_reason(event: object) -> str:
+    """Why a step failed, in the asset's words (e.g. "... re-authorise this shop X"), not Dagster's
+    generic "Execution of step ... failed."."""
+    data = event.step_failure_data  # type: ignore[attr-defined]
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return str(data.user_failure_data.description)
+    if data.error is not None:
+        return data.error.message.strip()
+    return str(event.message)  # type: ignore[attr-defined]
 
 
 def run_demo(*, shops: int, orders_per_day: int, history_days: int, seed: int,
