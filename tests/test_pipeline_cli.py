@@ -1,0 +1,87 @@
+"""`ordersync sync` as a cron user runs it: a real subprocess against a running simulator, with its
+Dagster instance under ORDERSYNC_HOME; up-to-date re-runs; an expired session fails with advice and
+without printing any secret."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._serdes import serialize_value
+from pipeline_support import ANCHOR, in_windows, truth_rows, warehouse_rows, write_sim_config
+
+from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
+
+ORDERSYNC = str(Path(sys.executable).with_name("ordersync"))
+TO = (ANCHOR + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")  # today 00:00 China time: a closed day
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    with start_simulator(SimulatorSettings(seed=41, shops=1, orders_per_day=120, history_days=3,
+                                           clock="stepped")) as s:
+        yield s
+
+
+def _sync(config: Path, home: Path, warehouse_url: str, to: str = TO) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERSYNC_", "DAGSTER_"))}
+    env.update(ORDERSYNC_HOME=str(home), ORDERSYNC_WAREHOUSE_URL=warehouse_url)
+    return subprocess.run([ORDERSYNC, "sync", "--config", str(config), "--to", to], env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_sync_loads_everything_records_runs_and_then_reports_up_to_date(
+        sim: Simulator, tmp_path: Path, pg_url: str) -> None:
+    home = tmp_path / "home"
+    config = write_sim_config(sim, tmp_path / "ordersync.yaml")
+    first = _sync(config, home, pg_url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "historical load: 2 days x 1 shop(s)" in first.stdout
+    assert "increment: 96 partitions x 1 shop(s)" in first.stdout
+    assert "ordersync summary" in first.stdout and "API calls:" in first.stdout
+
+    # Everything created in the history days or changed during the increment day is there, as now.
+    day = [(ANCHOR - timedelta(days=2), ANCHOR)]
+    trades = sim.world.trades("shop-1")
+    want = truth_rows(in_windows(trades, day, "created") + in_windows(trades, [(ANCHOR, ANCHOR + timedelta(days=1))]))
+    assert warehouse_rows(pg_url) == want
+    assert re.search(rf"^shop-1 +{len(want)} +\d+$", first.stdout, re.MULTILINE), first.stdout
+
+    second = _sync(config, home, pg_url)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "increment: already up to date" in second.stdout
+    assert "historical load" not in second.stdout
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.job_name for r in runs) == ["historical_load_job", "incremental_sync_job"]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert all(r.tags.get("ordersync/started_by") == "cli" for r in runs)
+        secrets = [sim.app_secret, sim.shops[0].session]
+        for run in runs:
+            texts = [serialize_value(run), *(serialize_value(e) for e in instance.all_logs(run.run_id))]
+            assert not [s for s in secrets for t in texts if s in t]
+    for out in (first, second):
+        assert not [s for s in secrets if s in out.stdout + out.stderr]
+
+
+def test_an_invalid_session_fails_with_re_authorise_advice_and_no_secret(
+        sim: Simulator, tmp_path: Path, pg_url: str) -> None:
+    wrong = "6102" + "0badc0de" * 8
+    config = write_sim_config(sim, tmp_path / "ordersync.yaml", session=wrong)
+    an_hour = (ANCHOR + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    result = _sync(config, tmp_path / "home", pg_url, to=an_hour)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    # Both steps fail at once (no step retries: waiting cannot fix a session) and say what to do.
+    failed = [line for line in result.stdout.splitlines() if "FAILED:" in line]
+    assert [line.split()[0] for line in failed] == ["historical", "increment"]
+    assert all("re-authorise this shop shop-1" in line for line in failed), failed
+    assert wrong not in output and sim.app_secret not in output
