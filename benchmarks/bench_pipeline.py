@@ -105,6 +105,11 @@ def main() -> None:
         calls = dict(conn.execute(sa.text(
             "select method, count(*) from api_calls group by method")).all())
         bans = conn.execute(sa.text("select count(*) from api_calls where code = '7'")).scalar_one()
+        # The historical fetch is the stretch where the pipeline is limited by the quota alone;
+        # between steps and runs no call is due, so spans across them would understate the use.
+        first_call, last_call, ok_calls = conn.execute(sa.text(
+            "select min(called_at), max(called_at), count(*) filter (where outcome = 'ok') from api_calls "
+            "where method = 'taobao.trades.sold.get'")).one()
         windows = dict(conn.execute(sa.text(
             "select stream, sum(trades) from sync_windows group by stream")).all())
     engine.dispose()
@@ -129,6 +134,10 @@ def main() -> None:
         "trades_per_s_end_to_end": round(trades / wall),
         "api_calls": calls,
         "code_7_bans": bans,
+        "historical_fetch_calls_per_minute": round(60 * ok_calls / max((last_call - first_call).total_seconds(), 1e-9), 1),
+        "share_of_limit_used": (round(ok_calls / (int(args.rate_limit.split("/")[0]) / 60
+                                                  * max((last_call - first_call).total_seconds(), 1e-9)), 3)
+                                if args.rate_limit else None),
         "increment_trades_seen": inc_trades,
         "increment_calls_per_1000_trades": round(1000 * inc_calls / inc_trades, 2) if inc_trades else None,
         "peak_rss_mb_pipeline": round(_rss_mb(resource.RUSAGE_SELF)),
