@@ -13,7 +13,6 @@ import pytest
 from pipeline_support import (
     ANCHOR,
     INCREMENT_ASSETS,
-    A,
     SteppedClockFrom,
     fetch_window,
     in_windows,
