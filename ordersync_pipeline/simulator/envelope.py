@@ -7,6 +7,7 @@ with orjson, so repeated and overlapping page reads cost a dict lookup per trade
 from __future__ import annotations
 
 import itertools
+from collections import deque
 import random
 import threading
 from dataclasses import dataclass
@@ -93,15 +94,18 @@ def project_trade(trade: dict[str, Any], proj: Projection, simplify: bool) -> di
     return out
 
 
-# Measured per entry beyond the fragment's length: bytes header, 6-tuple key and its ints, dict slot.
-ENTRY_OVERHEAD = 240
+# Measured per entry beyond the fragment's length: bytes header, 6-tuple key and its ints, dict slot,
+# deque slot.
+ENTRY_OVERHEAD = 250
 
 
 class FragmentCache:
     """Serialized trade fragments keyed by (shop, idx, modified, projection, simplify, list_api).
 
     Bounded by bytes; evicts oldest-inserted first (cheaper than LRU bookkeeping and good enough:
-    pages are read in time order).
+    pages are read in time order). Insertion order is kept in a deque: ``next(iter(dict))`` after
+    many pops from the front rescans the freed slots on every eviction (quadratic: a 1M-trade sweep
+    spent most of its time there once the cache was full).
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -109,6 +113,7 @@ class FragmentCache:
         self.size = 0
         self.hits = self.misses = 0
         self._d: dict[tuple[int, ...], bytes] = {}
+        self._order: deque[tuple[int, ...]] = deque()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[int, ...]) -> bytes | None:
@@ -119,10 +124,16 @@ class FragmentCache:
             if key in self._d:
                 return
             self._d[key] = value
+            self._order.append(key)
             self.size += len(value) + ENTRY_OVERHEAD
-            while self.size > self.max_bytes and self._d:
-                old = next(iter(self._d))
-                self.size -= len(self._d.pop(old)) + ENTRY_OVERHEAD
+            while self.size > self.max_bytes and self._order:
+                self.size -= len(self._d.pop(self._order.popleft())) + ENTRY_OVERHEAD
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+            self._order.clear()
+            self.size = 0
 
 
 def wrap_lists(obj: Any, simplify: bool) -> Any:
