@@ -6,7 +6,9 @@
 
 Modules: settings (knobs), clock, plan (seeded catalogue + trade timelines + details), render (a
 trade's state at time t), world (columns + indexes + ground truth), envelope (projection, fragment
-cache, envelopes), apis (the TOP methods), faults, tmc, gateway (HTTP + platform rules), admin, server.
+cache, envelopes), listing (the list APIs' compiled renderer: projected trade JSON without trade
+dicts, byte-identical to render + envelope), apis (the TOP methods), faults, tmc, gateway (HTTP +
+platform rules), admin, server.
 No Dagster imports here.
 """
 
