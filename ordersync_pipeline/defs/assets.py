@@ -78,7 +78,8 @@ def _run_fetch(context: dg.AssetExecutionContext, config: PagesConfig, top: TopA
         for key in _keys(context):
             shop, part = key.keys_by_dimension["shop"], key.keys_by_dimension["time"]
             if not lake.has_partition(shop_id=shop, stream=stream, partition_key=part):
-                raise dg.Failure(f"from_lake: no complete {stream} pages for shop {shop} partition {part}")
+                raise dg.Failure(f"from_lake: no complete {stream} pages for shop {shop} partition {part}; "
+                                 "run it once without from_lake", allow_retries=False)
         return dg.MaterializeResult(metadata={"from_lake": True, "partitions": len(context.partition_keys)})
     warehouse = warehouse_res.get_warehouse()
     with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as recorder, \

@@ -50,6 +50,10 @@ DETAIL_FIELDS = LIST_FIELDS + ",buyer_message,seller_memo,step_pay_details,promo
 # small enough to keep memory flat whatever the window size.
 PAGES_PER_FLUSH = 10
 
+# Below this many trades a run loads in-process: starting loader processes (~1-2 s each, imports
+# included) costs more than it saves on small increments.
+PARALLEL_LOAD_MIN_TRADES = 20_000
+
 
 @dataclass(frozen=True)
 class FetchResult:
@@ -151,7 +155,8 @@ def load_partitions(specs: Sequence[LoadSpec], *, lake: PageLake, warehouse: War
     in key order so concurrent transactions queue instead of deadlocking. SQLite allows one writer
     and MariaDB's gap locks deadlock under concurrent upserts, so they load in-process.
     """
-    parallel = workers > 1 and len(specs) > 1 and warehouse.dialect_name == "postgresql"
+    parallel = (workers > 1 and len(specs) > 1 and warehouse.dialect_name == "postgresql"
+                and _lake_trades(lake, specs) >= PARALLEL_LOAD_MIN_TRADES)
     if not parallel:
         for spec in specs:
             yield load_partition(lake=lake, warehouse=warehouse, shop_id=spec.shop_id,
@@ -166,6 +171,18 @@ def load_partitions(specs: Sequence[LoadSpec], *, lake: PageLake, warehouse: War
         futures = [pool.submit(_load_in_worker, spec, str(lake.root), url, run_id) for spec in specs]
         for future in futures:
             yield future.result()
+
+
+def _lake_trades(lake: PageLake, specs: Sequence[LoadSpec]) -> int:
+    """Trades waiting in the lake for ``specs`` (from manifests; a missing one fails later, clearly)."""
+    total = 0
+    for spec in specs:
+        try:
+            total += lake.manifest(shop_id=spec.shop_id, stream=spec.stream,
+                                   partition_key=spec.partition_key).trades
+        except Exception:  # noqa: BLE001 - load_partition reports the missing partition itself
+            continue
+    return total
 
 
 _WORKER_WAREHOUSES: dict[str, Warehouse] = {}
