@@ -8,9 +8,7 @@ import dagster as dg
 from ordersync_pipeline.config import ConfigError
 from ordersync_pipeline.defs.assets import (
     HISTORICAL_ASSETS,
-    HISTORY_PARTITIONS,
     INCREMENT_ASSETS,
-    INCREMENT_PARTITIONS,
     INCREMENT_TIME,
     SAFETY_LAG,
 )
@@ -19,12 +17,10 @@ from ordersync_pipeline.defs.resources import TopApiResource
 
 incremental_sync_job = dg.define_asset_job(
     "incremental_sync_job", selection=dg.AssetSelection.assets(*INCREMENT_ASSETS),
-    partitions_def=INCREMENT_PARTITIONS,
     description="Increment windows (15 minutes + 5 minutes overlap) per shop into the warehouse.")
 
 historical_load_job = dg.define_asset_job(
     "historical_load_job", selection=dg.AssetSelection.assets(*HISTORICAL_ASSETS),
-    partitions_def=HISTORY_PARTITIONS,
     description="Created-time history (the platform keeps 90 days) per shop; backfill it as one run.")
 
 
