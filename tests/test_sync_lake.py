@@ -20,7 +20,7 @@ from ordersync_pipeline.sync.lake import (
 from ordersync_pipeline.sync.pages import TradePage, trades_from_body
 from ordersync_pipeline.timeutil import SHANGHAI
 
-SAMPLES = Path("/work/shared/reference/top-samples")
+SAMPLES = Path(__file__).parent / "data" / "top-samples"
 START = datetime(2026, 11, 26, 10, 10, tzinfo=SHANGHAI)
 END = datetime(2026, 11, 26, 10, 30, tzinfo=SHANGHAI)
 FETCHED = datetime(2026, 11, 26, 2, 35, 1, 123456, tzinfo=timezone.utc)

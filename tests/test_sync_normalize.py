@@ -19,7 +19,7 @@ from ordersync_pipeline.sync.normalize import (
 )
 from ordersync_pipeline.sync.pages import PageBodyError, trades_from_body
 
-SAMPLES = Path("/work/shared/reference/top-samples")
+SAMPLES = Path(__file__).parent / "data" / "top-samples"
 SYNCED_AT = datetime(2026, 11, 26, 2, 30, tzinfo=timezone.utc)
 GMT8 = timezone(timedelta(hours=8))
 

@@ -29,7 +29,7 @@ from ordersync_pipeline.top.retry import RetryPolicy
 from ordersync_pipeline.top.signing import verify
 from ordersync_pipeline.top.testing import CannedGateway, replay
 
-SAMPLES = Path("/work/shared/reference/top-samples")
+SAMPLES = Path(__file__).parent / "data" / "top-samples"
 SECRET = "app-secret-9f8e7d"
 SESSION = "seller-session-6a5b4c"
 SOLD = "taobao.trades.sold.get"

@@ -13,7 +13,7 @@ from ordersync_pipeline.timeutil import GMT8, parse_top_time
 from ordersync_pipeline.top.envelope import parse_body, parse_money, response_key, unwrap_list, unwrap_trade
 from ordersync_pipeline.top.errors import BusinessError, InvalidSessionError, MalformedResponseError
 
-SAMPLES = Path("/work/shared/reference/top-samples")
+SAMPLES = Path(__file__).parent / "data" / "top-samples"
 SOLD = "taobao.trades.sold.get"
 
 

@@ -23,7 +23,7 @@ from ordersync_pipeline.top.errors import (
     classify,
 )
 
-SAMPLES = Path("/work/shared/reference/top-samples")
+SAMPLES = Path(__file__).parent / "data" / "top-samples"
 METHOD = "taobao.trades.sold.get"
 
 # Every error sample in top-samples/: class, retryable, and the parsed extras.

@@ -241,7 +241,7 @@ def test_page_size_is_checked() -> None:
 
 
 def test_fullinfo_returns_the_unwrapped_trade() -> None:
-    body = Path("/work/shared/reference/top-samples/trade_fullinfo_get.json").read_bytes()
+    body = (Path(__file__).parent / "data" / "top-samples" / "trade_fullinfo_get.json").read_bytes()
     with CannedGateway(replay([(200, body)])) as gw:
         trade = get_trade_fullinfo(_client(gw.url), shop_id="s1", session="x", tid=3812094471235568392,
                                    fields="tid,orders")
