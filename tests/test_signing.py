@@ -15,7 +15,7 @@ from taobaopy.taobao import DefaultAPIRequest, TaoBaoAPIClient
 
 from ordersync_pipeline.top.signing import sign, string_to_sign, verify
 
-VECTORS = json.loads(Path(__file__).parent / "data" / "signing-vectors.json".read_text(encoding="utf-8"))["top"]
+VECTORS = json.loads((Path(__file__).parent / "data" / "signing-vectors.json").read_text(encoding="utf-8"))["top"]
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["params"]["sign_method"] for v in VECTORS])
