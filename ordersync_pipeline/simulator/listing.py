@@ -42,10 +42,6 @@ def js(value: str) -> str:
     return out
 
 
-def _num(d: p.Detail) -> int:
-    return sum(line.num for line in d.lines)
-
-
 def _step_paid(payment: int, seen: dict[int, int]) -> str:
     deposit = (payment // 5) // 100 * 100
     return money(payment if p.FINAL in seen else deposit if p.DEPOSIT in seen else 0)
@@ -78,7 +74,7 @@ SNIPPETS: dict[str, tuple[str, str | None]] = {
     "received_payment": ('"{money(payment if status == FINISHED else 0)}"', None),
     "shipping_type": ('"express"', None),
     "trade_from": ("{js(d.trade_from)}", None),
-    "num": ("{_num(d)}", None),
+    "num": ("{num}", None),
     "has_buyer_message": ("{TRUE if d.buyer_message else FALSE}", None),
     "buyer_message": ("{js(d.buyer_message)}", None),
     "seller_flag": ("{1 if touched else 0}", None),
@@ -109,10 +105,11 @@ def render(ref, t, chunks, modified):
     d = ref.detail
     seen = seen_events(ref, t)
     status = trade_status(ref.outcome, ref.nlines, seen)
-    total = discount = 0
+    total = discount = num = 0
     for line in d.lines:
         total += line.sku.price_cents * line.num
         discount += line.discount_cents
+        num += line.num
     payment = total - discount + d.post_fee_cents
     paid_at = seen.get(PAID) or seen.get(FINAL)
     shipped_at = seen.get(SHIPPED)
@@ -124,7 +121,7 @@ def render(ref, t, chunks, modified):
 _NAMESPACE: dict[str, Any] = {
     "seen_events": seen_events, "trade_status": trade_status, "fmt_time": fmt_time, "money": money,
     "latest_event": latest_event, "_step_status": _step_status, "_step_paid": _step_paid, "_oaid": _oaid,
-    "_num": _num, "js": js, "TYPE_NAMES": p.TYPE_NAMES, "STEP": p.STEP, "PAID": p.PAID, "FINAL": p.FINAL,
+    "js": js, "TYPE_NAMES": p.TYPE_NAMES, "STEP": p.STEP, "PAID": p.PAID, "FINAL": p.FINAL,
     "SHIPPED": p.SHIPPED, "REFUND_OK": p.REFUND_OK, "FINISHED_EV": p.FINISHED, "CLOSED_UNPAID": p.CLOSED_UNPAID,
     "FORFEIT": p.FORFEIT, "CLOSED": "TRADE_CLOSED", "FINISHED": "TRADE_FINISHED", "TRUE": "true",
     "FALSE": "false",
@@ -193,7 +190,7 @@ def orders_json(ref: TradeRef, d: p.Detail, seen: dict[int, int], status: str, s
     end = f',"end_time":"{fmt_time(ended_at)}"' if ended_at else ""
     refund_at = d.refund_line if ref.outcome in (p.REFUND_ONSALE, p.REFUND_AFTERSALE) and p.REFUND_REQ in seen else -1
     single = ref.nlines == 1
-    out = []
+    out: list[str] = []
     for i, line in enumerate(d.lines):
         oid = ref.tid if single else ref.tid + p.OID_OFFSET + i
         chunk = chunks.get(line.key)

@@ -287,10 +287,11 @@ class Detail(NamedTuple):
 
     buyer_nick: str
     uid_hash: int                       # buyer_open_uid is derived from it only when asked for
-    receiver_name: str
-    receiver_mobile: str
+    # Draws kept raw, formatted only when asked for: the pipeline's list fields never read them.
+    name_draw: int                      # index into SURNAMES
+    mobile_draw: tuple[int, int]        # ("3578" index, digit)
     region: tuple[str, str, str, str]
-    address_masked: str
+    address_draw: int                   # index into ADDRESS_HEADS
     lines: tuple[Line, ...]
     post_fee_cents: int
     trade_from: str
@@ -303,6 +304,18 @@ class Detail(NamedTuple):
     @property
     def buyer_open_uid(self) -> str:
         return _open_uid(self.uid_hash)
+
+    @property
+    def receiver_name(self) -> str:
+        return SURNAMES[self.name_draw] + "*"
+
+    @property
+    def receiver_mobile(self) -> str:
+        return "1" + "3578"[self.mobile_draw[0]] + str(self.mobile_draw[1]) + "********"
+
+    @property
+    def address_masked(self) -> str:
+        return ADDRESS_HEADS[self.address_draw] + "*街道**路**号****"
 
 
 LOWER = "abcdefghijklmnopqrstuvwxyz"
@@ -338,11 +351,11 @@ def make_detail(seed: int, shop_no: int, idx: int, nlines: int, catalogue: Catal
         lines.append(all_lines[line_key(k, num, r() < 0.25)])
     # The literal lengths below are len(LOWER), len(NICK_TAIL), len(SURNAMES)... (asserted below).
     nick = LOWER[int(r() * 26)] + "**" + NICK_TAIL[int(r() * 13)]
-    receiver_name = SURNAMES[int(r() * 20)] + "*"
-    mobile = "1" + "3578"[int(r() * 4)] + str(int(r() * 10)) + "********"
+    name_draw = int(r() * 20)
+    mobile_draw = (int(r() * 4), int(r() * 10))
     region = REGIONS[int(r() * 8)]
-    address = ADDRESS_HEADS[int(r() * 7)] + "*街道**路**号****"
-    return Detail(nick, mix_on(h, 0x0D1D), receiver_name, mobile, region, address, tuple(lines),
+    address_draw = int(r() * 7)
+    return Detail(nick, mix_on(h, 0x0D1D), name_draw, mobile_draw, region, address_draw, tuple(lines),
                   POST_FEES[int(r() * 6)], TRADE_FROMS[int(r() * 4)], MESSAGES[int(r() * 4)],
                   int(r() * nlines), CARRIERS[int(r() * 6)], str(10**11 + int(r() * (10**14 - 10**11))),
                   REFUND_REASONS[int(r() * 4)])

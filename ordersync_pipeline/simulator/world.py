@@ -19,6 +19,7 @@ from ordersync_pipeline.simulator.render import (TradeRef, render_refund, render
                                                   trade_status)
 from ordersync_pipeline.simulator.settings import SimShop, SimulatorSettings
 
+NO_EXTRAS: list[int] = []  # shared by every trade without drift events; refs only read it
 IDX_BITS = 24  # event keys pack (ts << 24 | idx): at most 16.7M trades per shop
 IDX_MASK = (1 << IDX_BITS) - 1
 TYPE_CODES = {name: code for code, name in enumerate(p.TYPE_NAMES)}
@@ -173,7 +174,7 @@ class World:
                 self._details[key] = detail
         return TradeRef(shop.shop_no, shop.shop.seller_nick, idx, p.tid_from_hash(shop.shop_no, idx, trade_hash),
                         shop.types[idx], shop.outcomes[idx], shop.nlines[idx], shop.events(idx),
-                        shop.extras.get(idx, []), detail)
+                        shop.extras.get(idx, NO_EXTRAS), detail)
 
     def locate(self, tid: int, t: int) -> tuple[ShopWorld, int] | None:
         loc = p.locate_tid(tid, self.seed)
