@@ -7,6 +7,7 @@ or metadata.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -36,6 +37,12 @@ def resolve_config_path(explicit: str | None = None) -> Path:
     return Path(raw) if raw else ordersync_home() / DEFAULT_CONFIG_NAME
 
 
+@functools.lru_cache(maxsize=8)
+def _load_config_cached(path: str, mtime_ns: int) -> OrdersyncConfig:
+    """Parsed once per file version: a run asks for shop sessions once per partition."""
+    return load_config(path)
+
+
 class TopApiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Hands out a configured ``TopClient`` and each shop's session key."""
 
@@ -47,7 +54,7 @@ class TopApiResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             raise ConfigError(
                 f"no ordersync configuration at {path}: set {ENV_CONFIG} or run `ordersync demo` "
                 "(which writes one for the simulator)")
-        return load_config(path)
+        return _load_config_cached(str(path.resolve()), path.stat().st_mtime_ns)
 
     def get_client(self, *, recorder: object | None = None) -> TopClient:
         cfg = self.settings()
