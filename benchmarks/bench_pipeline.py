@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--client-rate", type=int, default=60_000, help="client budget, calls/min")
     ap.add_argument("--profile", default=None, help="write a cProfile of the pipeline process here")
     ap.add_argument("--keep", action="store_true", help="keep the database and ORDERSYNC_HOME")
+    ap.add_argument("--rss-trace", action="store_true", help="print this process's RSS every 2 s")
     ap.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="postgres",
                     help="Dagster instance storage: the embedded SQLite default or PostgreSQL (production)")
     args = ap.parse_args()
@@ -90,6 +91,17 @@ def main() -> None:
 
     from ordersync_pipeline.defs.operate import run_sync
 
+    if args.rss_trace:
+        import threading
+
+        def trace() -> None:
+            while True:
+                with open("/proc/self/status") as status:
+                    rss = next(line for line in status if line.startswith("VmRSS"))
+                print(f"[rss] {time.perf_counter() - t0:7.1f}s {rss.split()[1]} kB", flush=True)
+                time.sleep(2)
+
+        threading.Thread(target=trace, daemon=True).start()
     profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
     if profiler:
