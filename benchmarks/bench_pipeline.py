@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--client-rate", type=int, default=60_000, help="client budget, calls/min")
     ap.add_argument("--profile", default=None, help="write a cProfile of the pipeline process here")
     ap.add_argument("--keep", action="store_true", help="keep the database and ORDERSYNC_HOME")
+    ap.add_argument("--fetch-concurrency", type=int, default=None, help="sync.fetch_concurrency")
     ap.add_argument("--rss-trace", action="store_true", help="print this process's RSS every 2 s")
     ap.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="postgres",
                     help="Dagster instance storage: the embedded SQLite default or PostgreSQL (production)")
@@ -87,6 +88,8 @@ def main() -> None:
     cfg = load_config(config_path)
     cfg.sync.history_days = min(args.days, 90)
     cfg.rate_limit_per_minute = args.client_rate
+    if args.fetch_concurrency:
+        cfg.sync.fetch_concurrency = args.fetch_concurrency
     write_config(cfg, config_path)
 
     from ordersync_pipeline.defs.operate import run_sync
