@@ -18,6 +18,7 @@ The Lua script is a line-by-line port of ``take``; a test runs both over the sam
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 import sqlite3
@@ -122,15 +123,16 @@ def _check_tokens(spec: BucketSpec, tokens: int) -> None:
         raise ValueError(f"tokens must be between 1 and the bucket capacity {spec.capacity:g}")
 
 
-class _BlockingBudget:
+class _BlockingBudget(abc.ABC):
     """The shared acquire loop; subclasses provide the atomic ``_take``/``ban``/``ban_remaining``."""
 
     def __init__(self, limits: Limits, sleep: Sleep) -> None:
         self.limits = limits
         self._sleep = sleep
 
+    @abc.abstractmethod
     def _take(self, key: str, spec: BucketSpec, tokens: int) -> float:
-        raise NotImplementedError
+        """Atomically try the bucket: 0.0 when taken, else the seconds to wait before retrying."""
 
     def acquire(self, key: str, tokens: int = 1) -> float:
         """Block until ``tokens`` are taken from ``key``'s bucket; return the seconds waited."""
