@@ -60,6 +60,9 @@ class ShopConfig(BaseModel):
                                os.environ if environ is None else environ)
 
 
+_DEFAULT_DETAIL_REASONS: list[Literal["incomplete", "presale", "buyer_message"]] = ["incomplete"]
+
+
 class SyncSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,7 +85,7 @@ class SyncSettings(BaseModel):
     # Why a trade gets a taobao.trade.fullinfo.get call: "incomplete" (the list record lacks order
     # lines), "presale" (step_pay_details), "buyer_message". Each costs one call per changed trade.
     detail_reasons: list[Literal["incomplete", "presale", "buyer_message"]] = Field(
-        default_factory=lambda: ["incomplete"])
+        default_factory=lambda: _DEFAULT_DETAIL_REASONS.copy())
 
 
 class OrdersyncConfig(BaseModel):

@@ -29,7 +29,7 @@ def request_id() -> str:
     """A short lowercase base-36 id like TOP's ``15ryekq7hious``."""
     n = (next(_rid_counter) * 0x9E3779B97F4A7C15) & ((1 << 62) - 1)
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = []
+    out: list[str] = []
     while n and len(out) < 13:
         n, r = divmod(n, 36)
         out.append(digits[r])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from pydantic import SecretStr
 
@@ -50,7 +50,8 @@ class Simulator:
         self.admin = Admin(self)
         handler = type("SimHandler", (Handler,), {"sim": self})
         self._server = Server((settings.host, settings.port), handler)
-        self.host, self.port = self._server.server_address[:2]
+        # An AF_INET server: its address is (host str, port), whatever the broad stub type says.
+        self.host, self.port = cast("tuple[str, int]", self._server.server_address[:2])
         self._thread = threading.Thread(target=self._server.serve_forever, name="ordersync-simulator",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
@@ -65,13 +66,13 @@ class Simulator:
 
     def config(self, *, sign_method: str = "hmac-sha256") -> OrdersyncConfig:
         """An ordersync configuration for this gateway and its shops, secrets inline."""
+        limits: dict[str, Any] = ({"rate_limit_per_minute": self.settings.rate_limit_per_min}
+                                  if self.settings.rate_limit_per_min else {})
         return OrdersyncConfig(
             gateway=self.gateway_url, app_key=self.app_key, app_secret=SecretStr(self.app_secret),
             sign_method=sign_method, shops=[ShopConfig(shop_id=s.shop_id, seller_nick=s.seller_nick,
                                                        session=SecretStr(s.session)) for s in self.shops],
-            sync=SyncSettings(history_days=max(1, min(90, self.settings.history_days))),
-            **({"rate_limit_per_minute": self.settings.rate_limit_per_min}
-               if self.settings.rate_limit_per_min else {}))
+            sync=SyncSettings(history_days=max(1, min(90, self.settings.history_days))), **limits)
 
     def set_session_valid(self, shop_id: str, valid: bool) -> None:
         """Expire (False) or restore (True) a shop's session: calls with it then get code 27."""

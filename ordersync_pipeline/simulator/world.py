@@ -52,7 +52,7 @@ class ShopWorld:
         self.outcomes = array("b")
         self.nlines = array("b")
         self.offsets = [array("i") for _ in range(p.MAX_EVENTS - 1)]  # event k>0 minus created
-        self.chunks: list[tuple[int, int, array]] = []  # (min_ts, max_ts, sorted event keys)
+        self.chunks: list[tuple[int, int, array[int]]] = []  # (min_ts, max_ts, sorted event keys)
         self.extras: dict[int, list[int]] = {}          # drift events per idx
         self.extra_keys: list[int] = []                 # sorted drift event keys
         self.valid_session = True

@@ -29,6 +29,7 @@ re-published) and ``PartitionCorrupt`` (manifest and data file disagree).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import uuid
@@ -100,7 +101,7 @@ class LakeManifest:
     windows: tuple[tuple[datetime, datetime], ...]  # distinct (start, end) in first-seen order
     written_at: datetime
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:
         return orjson.dumps({
             "format": MANIFEST_FORMAT, "shop_id": self.shop_id, "stream": self.stream,
             "partition_key": self.partition_key, "file": self.path.name, "pages": self.pages,
@@ -110,7 +111,7 @@ class LakeManifest:
         }, option=orjson.OPT_INDENT_2)
 
     @classmethod
-    def from_json(cls, data: bytes, directory: Path) -> LakeManifest:
+    def from_json(cls, data: builtins.bytes, directory: Path) -> LakeManifest:
         doc = orjson.loads(data)
         if doc.get("format") != MANIFEST_FORMAT:
             raise PartitionCorrupt(f"unknown manifest format {doc.get('format')!r}")

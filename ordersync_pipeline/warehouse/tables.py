@@ -7,12 +7,14 @@ migrated database with this metadata on every backend.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from ordersync_pipeline.warehouse.types import Money, UTCDateTime, big_id, long_text
 
 # utf8mb4 so Chinese titles, nicks and emoji survive on MariaDB/MySQL (ignored elsewhere).
-MYSQL_TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
+MYSQL_TABLE_ARGS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 
 # Values of trades.source: which path last wrote the row.
 SOURCES = ("increment", "sold", "fullinfo", "tmc", "refetch")
