@@ -54,7 +54,7 @@ class PagesConfig(dg.Config):
 
 def _keys(context: dg.AssetExecutionContext) -> list[dg.MultiPartitionKey]:
     return [k if isinstance(k, dg.MultiPartitionKey) else
-            context.assets_def.partitions_def.get_partition_key_from_str(k)  # type: ignore[union-attr]
+            context.assets_def.partitions_def.get_partition_key_from_str(k)
             for k in context.partition_keys]
 
 
@@ -181,7 +181,7 @@ def raw_trade_pages(context: dg.AssetExecutionContext, config: PagesConfig, top:
 
 def _load(context: dg.AssetExecutionContext, lake_res: PageLakeResource,
           warehouse_res: WarehouseResource, *, stream: str,
-          historical: bool) -> tuple[runner.LoadResult, dict[str, object]]:
+          historical: bool) -> tuple[runner.LoadResult, dict[str, int | float]]:
     lake, warehouse = lake_res.get_lake(), warehouse_res.get_warehouse()
     total = runner.LoadResult(shop_id="*", stream=stream, partition_key="*", window=None)  # type: ignore[arg-type]
     started = time.perf_counter()
@@ -198,7 +198,7 @@ def _load(context: dg.AssetExecutionContext, lake_res: PageLakeResource,
     seconds = time.perf_counter() - started
     context.log.info(f"loaded {total.trades} trades, {total.orders} lines from {total.pages} pages "
                      f"of {len(specs)} partitions in {seconds:.1f}s")
-    meta: dict[str, object] = {
+    meta: dict[str, int | float] = {
         "partitions": len(context.partition_keys),
         "pages": total.pages,
         "quarantined": total.quarantined,

@@ -12,7 +12,7 @@ from ordersync_pipeline.defs.assets import (
     INCREMENT_TIME,
     SAFETY_LAG,
 )
-from ordersync_pipeline.defs.partitions import INCREMENT_MINUTES, SHOPS
+from ordersync_pipeline.defs.partitions import INCREMENT_MINUTES, SHOPS, SHOPS_NAME
 from ordersync_pipeline.defs.resources import TopApiResource
 
 incremental_sync_job = dg.define_asset_job(
@@ -42,7 +42,7 @@ def incremental_sync_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.
     """Launches each shop's newest closed increment partition shortly after it closes."""
     now = context.scheduled_execution_time
     time_key = last_closed_increment_key(now)
-    shops = context.instance.get_dynamic_partitions(SHOPS.name)
+    shops = context.instance.get_dynamic_partitions(SHOPS_NAME)
     if time_key is None or not shops:
         return dg.SkipReason("no closed increment partition or no registered shop yet")
     return [dg.RunRequest(run_key=f"{shop}|{time_key}",
@@ -57,7 +57,7 @@ def shop_partitions_sensor(context: dg.SensorEvaluationContext, top: TopApiResou
         configured = [s.shop_id for s in top.settings().shops]
     except ConfigError as exc:
         return dg.SkipReason(str(exc))
-    known = set(context.instance.get_dynamic_partitions(SHOPS.name))
+    known = set(context.instance.get_dynamic_partitions(SHOPS_NAME))
     missing = [s for s in configured if s not in known]
     if not missing:
         return dg.SkipReason("all configured shops are registered")

@@ -107,7 +107,7 @@ def run_sync(*, start: datetime | None = None, end: datetime | None = None,
 
     from ordersync_pipeline.defs import assets as A
     from ordersync_pipeline.defs.automation import last_closed_increment_key
-    from ordersync_pipeline.defs.partitions import SHOPS
+    from ordersync_pipeline.defs.partitions import SHOPS_NAME
     from ordersync_pipeline.defs.resources import TopApiResource, WarehouseResource
     from ordersync_pipeline.definitions import defs
     from ordersync_pipeline.timeutil import now as utc_now
@@ -115,10 +115,10 @@ def run_sync(*, start: datetime | None = None, end: datetime | None = None,
     instance = dg.DagsterInstance.get()
     cfg = TopApiResource().settings()
     shops = [s.shop_id for s in cfg.shops]
-    known = set(instance.get_dynamic_partitions(SHOPS.name))
+    known = set(instance.get_dynamic_partitions(SHOPS_NAME))
     missing = [s for s in shops if s not in known]
     if missing:
-        instance.add_dynamic_partitions(SHOPS.name, missing)
+        instance.add_dynamic_partitions(SHOPS_NAME, missing)
     warehouse = WarehouseResource().get_warehouse()
     warehouse.migrate()
     report = SyncReport()
@@ -218,7 +218,8 @@ def _failure_reason(event: object) -> str:
     if data.user_failure_data is not None and data.user_failure_data.description:
         return str(data.user_failure_data.description)
     if data.error is not None:
-        return data.error.message.strip()
+        message: str = data.error.message
+        return message.strip()
     return str(event.message)  # type: ignore[attr-defined]
 
 

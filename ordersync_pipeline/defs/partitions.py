@@ -21,7 +21,9 @@ import dagster as dg
 from ordersync_pipeline.config import ENV_CONFIG, SyncSettings, load_config, ordersync_home
 from ordersync_pipeline.timeutil import SHANGHAI
 
-SHOPS = dg.DynamicPartitionsDefinition(name="shops")
+# The name as a plain str: DynamicPartitionsDefinition.name is typed ``str | None``.
+SHOPS_NAME = "shops"
+SHOPS = dg.DynamicPartitionsDefinition(name=SHOPS_NAME)
 INCREMENT_MINUTES = 15
 TIME_FMT = "%Y-%m-%d-%H:%M"
 DAY_FMT = "%Y-%m-%d"
