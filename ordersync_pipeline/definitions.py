@@ -15,11 +15,7 @@ defs = dg.Definitions(
     sensors=SENSORS,
     resources={
         "top": TopApiResource(),
-        # FIXME: WarehouseResource declares no ``store_receiver_pii`` field and get_warehouse() opens
-        # Warehouse(url) without it, so Dagster drops this keyword and sync.store_receiver_pii has no
-        # effect on runs (receiver PII is never kept). Wiring it through changes what is stored, so it
-        # waits for a decision; the ignore only records the existing behaviour.
-        "warehouse": WarehouseResource(store_receiver_pii=SETTINGS.store_receiver_pii),  # type: ignore[call-arg]
+        "warehouse": WarehouseResource(store_receiver_pii=SETTINGS.store_receiver_pii),
         "lake": PageLakeResource(),
     },
 )

@@ -34,3 +34,10 @@ def test_receiver_fields_are_not_stored_by_default(sqlite_url: str) -> None:
 def test_receiver_fields_are_kept_when_configured(pg_url: str) -> None:
     detail = _stored_detail(pg_url, store_receiver_pii=True)
     assert detail["receiver_name"] == "王*" and detail["receiver_mobile"] == "138********"
+
+
+def test_the_dagster_resource_passes_the_setting_through(sqlite_url: str) -> None:
+    from ordersync_pipeline.defs.resources import WarehouseResource
+
+    assert WarehouseResource(url=sqlite_url, store_receiver_pii=True).get_warehouse().store_receiver_pii
+    assert not WarehouseResource(url=sqlite_url).get_warehouse().store_receiver_pii

@@ -74,12 +74,13 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The warehouse database: ``url`` or ``ORDERSYNC_WAREHOUSE_URL`` or SQLite under ORDERSYNC_HOME."""
 
     url: str | None = None
+    store_receiver_pii: bool = False
 
     def get_warehouse(self) -> Warehouse:
         """The warehouse, migrated to the newest schema on first use in this process: a run launched
         by the schedule or the UI may be the first thing to touch a new warehouse."""
         url = self.url or warehouse_url()
-        warehouse = Warehouse(url)
+        warehouse = Warehouse(url, store_receiver_pii=self.store_receiver_pii)
         if url not in _MIGRATED:
             warehouse.migrate()
             _MIGRATED.add(url)
