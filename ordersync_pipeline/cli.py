@@ -11,14 +11,13 @@ Heavy imports (Dagster, SQLAlchemy) happen inside the commands so ``--help`` sta
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
 
 import click
 
-from ordersync_pipeline.config import ENV_CONFIG, ENV_HOME, ConfigError, load_config, ordersync_home
+from ordersync_pipeline.config import ENV_CONFIG, ConfigError, load_config
 
 
 class LazySimulatorGroup(click.Group):
@@ -95,21 +94,11 @@ def demo(shops: int, orders_per_day: int, history_days: int, seed: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True)
 def dev(config_path: Path | None, host: str, port: int) -> None:
-    """Open the Dagster UI on the same instance and warehouse the CLI uses."""
-    from ordersync_pipeline.defs.operate import dagster_env
+    """Open the Dagster UI on the same instance and warehouse the CLI uses (after `ordersync demo`,
+    with the demo's simulator running again so scheduled runs reach it)."""
+    from ordersync_pipeline.defs.operate import run_dev
 
-    env = dagster_env(config_path)
-    click.echo(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={env['DAGSTER_HOME']}, "
-               f"{ENV_HOME}={ordersync_home()})")
-    args = [sys.executable, "-m", "dagster", "dev", "-m", "ordersync_pipeline.definitions",
-            "-h", host, "-p", str(port)]
-    # A process started in the background by a script inherits SIGINT/SIGTERM as ignored, and exec
-    # keeps them ignored: dagster dev would then outlive every attempt to stop it.
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
-    os.execvpe(args[0], args, env)
+    raise SystemExit(run_dev(config_path=config_path, host=host, port=port, echo=click.echo))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ their runs, partitions and metadata. Each path is one single run over a partitio
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 from ordersync_pipeline.config import ENV_CONFIG, ENV_HOME, ordersync_home
 
 Echo = Callable[[str], None]
+DEMO_MARKER = ".demo"
 
 DAGSTER_YAML = """\
 # Written by ordersync: the embedded default instance (SQLite storage under this folder).
@@ -231,28 +234,18 @@ def run_demo(*, shops: int, orders_per_day: int, history_days: int, seed: int,
     os.environ[ENV_HOME] = str(home)
     _reset_demo_state(home)
     config_path = home / "ordersync.yaml"
-    cmd = [sys.executable, "-m", "ordersync_pipeline.simulator.cli", "serve", "--host", "127.0.0.1",
-           "--port", "0", "--seed", str(seed), "--shops", str(shops), "--orders-per-day",
-           str(orders_per_day), "--history-days", str(history_days), "--write-config", str(config_path)]
+    params = {"seed": seed, "shops": shops, "orders_per_day": orders_per_day, "history_days": history_days}
     echo(f"starting the TOP simulator: {shops} shops, {orders_per_day} orders/day, {history_days} days of history")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc, gateway = _start_simulator(params, port=0, write_config=config_path)
     try:
-        first = proc.stdout.readline() if proc.stdout else ""
-        if not first:
-            raise RuntimeError(f"the simulator exited before announcing itself (code {proc.poll()})")
-        import json
-
-        gateway = json.loads(first)["gateway"]
         echo(f"simulator serving {gateway}; configuration written to {config_path}")
         _set_demo_history(config_path, history_days)
+        # Remembered so `ordersync dev` can bring the same (seeded, deterministic) shop back up.
+        (home / DEMO_MARKER).write_text(json.dumps({**params, "gateway": gateway}), encoding="utf-8")
         os.environ[ENV_CONFIG] = str(config_path)
         report = run_sync(echo=echo)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
     report.notes += [
         "",
         f"Warehouse:   {os.environ.get('ORDERSYNC_WAREHOUSE_URL') or home / 'warehouse.db'}",
@@ -263,9 +256,85 @@ def run_demo(*, shops: int, orders_per_day: int, history_days: int, seed: int,
     return report
 
 
+def _start_simulator(params: dict[str, int], *, port: int,
+                     write_config: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+    """``ordersync simulator serve`` in a child process; returns it and its gateway URL."""
+    cmd = [sys.executable, "-m", "ordersync_pipeline.simulator.cli", "serve", "--host", "127.0.0.1",
+           "--port", str(port), "--seed", str(params["seed"]), "--shops", str(params["shops"]),
+           "--orders-per-day", str(params["orders_per_day"]), "--history-days", str(params["history_days"])]
+    if write_config is not None:
+        cmd += ["--write-config", str(write_config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    first = proc.stdout.readline() if proc.stdout else ""
+    if not first:
+        _stop(proc)
+        raise RuntimeError(f"the simulator exited before announcing itself (code {proc.poll()})")
+    return proc, str(json.loads(first)["gateway"])
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def demo_simulator_for(config_path: Path) -> dict[str, object] | None:
+    """The demo's simulator parameters when ``config_path`` is the configuration the demo wrote."""
+    marker = config_path.parent / DEMO_MARKER
+    if not marker.exists() or not config_path.exists():
+        return None
+    from ordersync_pipeline.config import load_config
+
+    params: dict[str, object] = json.loads(marker.read_text(encoding="utf-8"))
+    return params if load_config(config_path).gateway == params.get("gateway") else None
+
+
+def run_dev(*, config_path: Path | None, host: str, port: int, echo: Echo = print) -> int:
+    """``dagster dev`` on this project's instance; after ``ordersync demo`` also its simulator.
+
+    The demo's simulator is seeded and anchored to calendar days, so the same parameters on the same
+    port bring back the same shop: the schedule's runs then reach a gateway instead of failing.
+    """
+    env = dagster_env(config_path)
+    simulator = None
+    demo = demo_simulator_for(Path(env[ENV_CONFIG]))
+    if demo is not None:
+        sim_port = int(str(demo["gateway"]).rsplit(":", 1)[1].split("/", 1)[0])
+        params = {k: int(str(demo[k])) for k in ("seed", "shops", "orders_per_day", "history_days")}
+        simulator, gateway = _start_simulator(params, port=sim_port)
+        echo(f"demo simulator serving {gateway} again for the schedule's runs")
+    echo(f"Dagster UI on http://{host}:{port}  (DAGSTER_HOME={env['DAGSTER_HOME']}, "
+         f"{ENV_HOME}={env[ENV_HOME]})")
+    # A process started in the background by a script inherits SIGINT as ignored, and children keep
+    # it: reset both so dagster dev can be stopped, and stop it (and the simulator) on SIGTERM too.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    ui = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "ordersync_pipeline.definitions",
+                           "-h", host, "-p", str(port)], env=env)
+    try:
+        return ui.wait()
+    except KeyboardInterrupt:
+        ui.send_signal(signal.SIGINT)
+        try:
+            return ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            ui.kill()
+            return 1
+    finally:
+        if simulator is not None:
+            _stop(simulator)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _reset_demo_state(home: Path) -> None:
     """A demo starts from an empty warehouse and lake (its simulator is new each time)."""
-    marker = home / ".demo"
+    marker = home / DEMO_MARKER
     if marker.exists():
         for name in ("lake", "warehouse.db", "sync_anchor", "ratelimit.sqlite"):
             target = home / name
