@@ -181,9 +181,9 @@ def raw_trade_pages(context: dg.AssetExecutionContext, config: PagesConfig, top:
 
 def _load(context: dg.AssetExecutionContext, lake_res: PageLakeResource,
           warehouse_res: WarehouseResource, *, stream: str,
-          historical: bool) -> tuple[runner.LoadResult, dict[str, int | float]]:
+          historical: bool) -> tuple[runner.LoadTotals, dict[str, int | float]]:
     lake, warehouse = lake_res.get_lake(), warehouse_res.get_warehouse()
-    total = runner.LoadResult(shop_id="*", stream=stream, partition_key="*", window=None)  # type: ignore[arg-type]
+    total = runner.LoadTotals()
     started = time.perf_counter()
     specs = [runner.LoadSpec(shop_id=key.keys_by_dimension["shop"], stream=stream,
                              partition_key=key.keys_by_dimension["time"],
@@ -192,9 +192,7 @@ def _load(context: dg.AssetExecutionContext, lake_res: PageLakeResource,
              for key in _keys(context)]
     for result in runner.load_partitions(specs, lake=lake, warehouse=warehouse,
                                          run_id=context.run.run_id, workers=SETTINGS.load_workers):
-        for name in ("pages", "trades", "orders", "quarantined"):
-            setattr(total, name, getattr(total, name) + getattr(result, name))
-        total.quarantine_reasons.extend(result.quarantine_reasons)
+        total.add(result)
     seconds = time.perf_counter() - started
     context.log.info(f"loaded {total.trades} trades, {total.orders} lines from {total.pages} pages "
                      f"of {len(specs)} partitions in {seconds:.1f}s")
@@ -208,7 +206,7 @@ def _load(context: dg.AssetExecutionContext, lake_res: PageLakeResource,
     return total, meta
 
 
-def _quarantine_check(asset: str, total: runner.LoadResult) -> dg.AssetCheckResult:
+def _quarantine_check(asset: str, total: runner.LoadTotals) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         asset_key=asset, check_name="no_quarantined_records", passed=total.quarantined == 0,
         severity=dg.AssetCheckSeverity.WARN,

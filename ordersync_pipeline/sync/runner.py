@@ -80,6 +80,26 @@ class LoadResult:
     seconds: float = 0.0
 
 
+@dataclass
+class LoadTotals:
+    """Sums over the partitions of one run (what the run's metadata and asset check report)."""
+
+    partitions: int = 0
+    pages: int = 0
+    trades: int = 0
+    orders: int = 0
+    quarantined: int = 0
+    quarantine_reasons: list[str] = field(default_factory=list)
+
+    def add(self, result: LoadResult) -> None:
+        self.partitions += 1
+        self.pages += result.pages
+        self.trades += result.trades
+        self.orders += result.orders
+        self.quarantined += result.quarantined
+        self.quarantine_reasons.extend(result.quarantine_reasons)
+
+
 @dataclass(frozen=True)
 class DetailsResult:
     shop_id: str
