@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from ordersync_pipeline.warehouse import Warehouse
 
 PG_ADMIN_URL = os.environ.get("ORDERSYNC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MYSQL_ADMIN_URL = os.environ.get("ORDERSYNC_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/")
@@ -56,3 +60,14 @@ def any_warehouse_url(request: pytest.FixtureRequest) -> str:
     """The same test against each supported warehouse backend."""
     name = {"postgresql": "pg_url", "mariadb": "mysql_url", "sqlite": "sqlite_url"}[request.param]
     return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def wh(any_warehouse_url: str) -> Iterator["Warehouse"]:
+    """A migrated, empty warehouse on each backend in turn."""
+    from ordersync_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse(any_warehouse_url)
+    warehouse.migrate()
+    yield warehouse
+    warehouse.dispose()

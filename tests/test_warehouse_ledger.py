@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -32,13 +31,6 @@ class FakeCallRecord:
     attempt: int
     error_kind: str | None
 
-
-@pytest.fixture
-def wh(any_warehouse_url: str) -> Iterator[Warehouse]:
-    warehouse = Warehouse(any_warehouse_url)
-    warehouse.migrate()
-    yield warehouse
-    warehouse.dispose()
 
 
 def call(outcome: str, *, shop: str = "shop-1", minutes_ago: float = 1, code: int | None = None) -> FakeCallRecord:

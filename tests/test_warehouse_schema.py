@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -20,13 +19,6 @@ from ordersync_pipeline.warehouse.tables import metadata
 
 GMT8 = timezone(timedelta(hours=8))
 
-
-@pytest.fixture
-def wh(any_warehouse_url: str) -> Iterator[Warehouse]:
-    warehouse = Warehouse(any_warehouse_url)
-    warehouse.migrate()
-    yield warehouse
-    warehouse.dispose()
 
 
 def test_migrated_schema_matches_tables_py(wh: Warehouse) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -21,13 +20,6 @@ GMT8 = timezone(timedelta(hours=8))
 T0 = datetime(2026, 11, 11, 0, 0, 5, tzinfo=GMT8)
 SYNCED = datetime(2026, 11, 12, tzinfo=timezone.utc)
 
-
-@pytest.fixture
-def wh(any_warehouse_url: str) -> Iterator[Warehouse]:
-    warehouse = Warehouse(any_warehouse_url)
-    warehouse.migrate()
-    yield warehouse
-    warehouse.dispose()
 
 
 def trade(tid: int, version: int, **extra: Any) -> dict[str, Any]:
