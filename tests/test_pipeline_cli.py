@@ -71,6 +71,22 @@ def test_sync_loads_everything_records_runs_and_then_reports_up_to_date(
     for out in (first, second):
         assert not [s for s in secrets if s in out.stdout + out.stderr]
 
+    # A history that is only partly complete (a run that failed half-way) is finished, not skipped:
+    # exactly the missing day is loaded again.
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        first_day = conn.execute(sa.text(
+            "select min(partition_key) from sync_windows where stream = 'historical'")).scalar_one()
+        conn.execute(sa.text("delete from sync_windows where stream = 'historical' and partition_key = :k"),
+                     {"k": first_day})
+    engine.dispose()
+    third = _sync(config, home, pg_url)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert f"historical load: 1 days x 1 shop(s) ({first_day} .. {first_day})" in third.stdout
+    assert warehouse_rows(pg_url) == want
+
 
 def test_an_invalid_session_fails_with_re_authorise_advice_and_no_secret(
         sim: Simulator, tmp_path: Path, pg_url: str) -> None:

@@ -126,13 +126,16 @@ def run_sync(*, start: datetime | None = None, end: datetime | None = None,
     warehouse.migrate()
     report = SyncReport()
 
+    # History is loaded per shop until every day of it is complete: a shop added later, or a load
+    # that failed half-way, gets exactly the days it lacks (re-fetching a done day is harmless).
     day_keys = _keys_between(A.HISTORY_DAYS, start, end)
-    needs_history = [s for s in shops if not warehouse.completed_windows(s, "historical")]
-    if day_keys and needs_history:
-        for group in _contiguous(shops, needs_history):
-            echo(f"historical load: {len(day_keys)} days x {len(group)} shop(s) "
-                 f"({day_keys[0]} .. {day_keys[-1]}) as one run")
-            report.steps.append(_execute(defs, "historical_load_job", group, day_keys, name="historical"))
+    missing_days = {s: [k for k in day_keys if k not in _completed_keys(warehouse, [s], "historical")]
+                    for s in shops}
+    for group in _contiguous(shops, [s for s in shops if missing_days[s]]):
+        wanted = sorted({k for s in group for k in missing_days[s]})
+        span = day_keys[day_keys.index(wanted[0]): day_keys.index(wanted[-1]) + 1]
+        echo(f"historical load: {len(span)} days x {len(group)} shop(s) ({span[0]} .. {span[-1]}) as one run")
+        report.steps.append(_execute(defs, "historical_load_job", group, span, name="historical"))
 
     last = last_closed_increment_key(utc_now())
     time_keys = _keys_between(A.INCREMENT_TIME, start, end, last=last)
