@@ -42,7 +42,11 @@ class CannedGateway:
                 self.send_header("Content-Type", "text/javascript;charset=UTF-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The client gave up first (a timeout test does this on purpose).
+                    self.close_connection = True
 
             do_GET = do_POST  # noqa: N815
 
