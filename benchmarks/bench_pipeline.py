@@ -97,11 +97,24 @@ def main() -> None:
     if args.rss_trace:
         import threading
 
+        def loader_rss_kb() -> list[int]:
+            """RSS of the spawned loader processes (children running multiprocessing.spawn)."""
+            found = []
+            for proc in Path("/proc").iterdir():
+                try:
+                    if b"multiprocessing.spawn" in (proc / "cmdline").read_bytes():
+                        status = (proc / "status").read_text()
+                        found.append(int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1]))
+                except (OSError, StopIteration, ValueError):
+                    continue
+            return found
+
         def trace() -> None:
             while True:
                 with open("/proc/self/status") as status:
                     rss = next(line for line in status if line.startswith("VmRSS"))
-                print(f"[rss] {time.perf_counter() - t0:7.1f}s {rss.split()[1]} kB", flush=True)
+                print(f"[rss] {time.perf_counter() - t0:7.1f}s {rss.split()[1]} kB loaders {loader_rss_kb()} kB",
+                      flush=True)
                 time.sleep(2)
 
         threading.Thread(target=trace, daemon=True).start()
