@@ -24,7 +24,6 @@ import sqlalchemy as sa
 
 from ordersync_pipeline.config import ENV_CONFIG, ENV_HOME, load_config, write_config
 from ordersync_pipeline.simulator import Simulator
-from ordersync_pipeline.simulator.clock import SteppedClock
 from ordersync_pipeline.timeutil import SHANGHAI, parse_top_time
 from ordersync_pipeline.warehouse import tables
 
@@ -110,19 +109,6 @@ def fetch_window(time_key: str) -> tuple[datetime, datetime]:
 
 
 # ---------------------------------------------------------------- simulators and configuration
-
-class SteppedClockFrom(SteppedClock):
-    """A stepped world clock that starts at a chosen instant instead of the host's now.
-
-    SimulatorSettings has no start-time knob (every clock starts at the host's current second); the
-    hostile-conditions test needs a world whose "now" is a day in the past so that a whole day of
-    partitions can be stepped through and still exist for Dagster (whose keys stop at real now).
-    """
-
-    def __init__(self, start: datetime) -> None:
-        super().__init__()
-        self.start_ts = self._now = int(start.timestamp())
-
 
 def write_sim_config(sim: Simulator, path: Path, *, session: str | None = None, **top: Any) -> Path:
     """An ordersync configuration for ``sim`` (inline simulator secrets), with the session layout."""

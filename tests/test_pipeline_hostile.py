@@ -17,7 +17,6 @@ from pipeline_support import (
     HISTORICAL_ASSETS,
     INCREMENT_ASSETS,
     A,
-    SteppedClockFrom,
     history_keys,
     increment_keys,
     instance_with_shops,
@@ -32,7 +31,6 @@ from pipeline_support import (
 )
 
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
-from ordersync_pipeline.simulator import server as sim_server
 
 SHOPS = ["shop-1", "shop-2"]
 LAG_S = 240           # the increment index trails the world by 4 minutes: more than the 3-minute safety lag
@@ -41,11 +39,10 @@ STEPS_PER_RUN = 1     # one run per 15-minute partition, as the schedule launche
 
 @pytest.fixture
 def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
-    # The simulator has no start-time setting (its clocks start at the host's now); start the
-    # stepped world clock at yesterday 00:03 so a whole day of partitions can be stepped through.
-    monkeypatch.setattr(sim_server, "make_clock",
-                        lambda kind, speed=1.0: SteppedClockFrom(ANCHOR + timedelta(minutes=3)))
+    # The stepped world clock starts at yesterday 00:03 so a whole day of partitions can be stepped
+    # through (and still exist for Dagster, whose partition keys stop at real now).
     settings = SimulatorSettings(seed=77, shops=2, orders_per_day=150, history_days=2, clock="stepped",
+                                 start_at=ANCHOR + timedelta(minutes=3),
                                  visibility_lag_s=LAG_S, page_drift=0.3, fault_rate=0.03,
                                  fault_timeout_s=1.5, fault_slow_s=0.05)
     with start_simulator(settings) as sim:

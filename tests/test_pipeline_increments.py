@@ -13,7 +13,6 @@ import pytest
 from pipeline_support import (
     ANCHOR,
     INCREMENT_ASSETS,
-    SteppedClockFrom,
     fetch_window,
     in_windows,
     increment_keys,
@@ -31,7 +30,6 @@ from pipeline_support import (
 )
 
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
-from ordersync_pipeline.simulator import server as sim_server
 from ordersync_pipeline.sync.lake import PageLake
 from ordersync_pipeline.warehouse import Warehouse
 
@@ -157,10 +155,9 @@ def test_out_of_order_pages_converge_on_the_newest_state(
     # A world whose clock stands at yesterday 04:10: the night's partitions are fetched then, the rest
     # of the day once the clock has moved on to 23:50, and then the night's (now stale) pages are
     # replayed from the lake, older pages arriving after newer ones.
-    monkeypatch.setattr(sim_server, "make_clock",
-                        lambda kind, speed=1.0: SteppedClockFrom(ANCHOR + timedelta(hours=4, minutes=10)))
     with start_simulator(SimulatorSettings(seed=33, shops=1, orders_per_day=300, history_days=2,
-                                           clock="stepped")) as sim:
+                                           clock="stepped",
+                                           start_at=ANCHOR + timedelta(hours=4, minutes=10))) as sim:
         config = write_sim_config(sim, home / "ordersync.yaml")
         instance = instance_with_shops(["shop-1"])
         res = resources(config, pg_url, home / "lake")

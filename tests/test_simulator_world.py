@@ -292,3 +292,19 @@ def test_admin_http_ground_truth_and_config(sim: Simulator, tmp_path: Any) -> No
     assert config.shop("shop-1").session_key().get_secret_value() == sim.shops[0].session
     loaded = load_config(write_config(config, tmp_path / "ordersync.yaml"))
     assert loaded.shops[1].seller_nick == sim.shops[1].seller_nick
+
+
+def test_a_stepped_world_can_start_in_the_past_and_a_real_clock_cannot() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from ordersync_pipeline.simulator import SimulatorSettings, start_simulator
+
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
+    with start_simulator(SimulatorSettings(seed=5, shops=1, orders_per_day=50, history_days=1,
+                                           clock="stepped", start_at=start)) as sim:
+        assert sim.clock.now() == start
+        created = [t["created"] for t in sim.world.trades("shop-1")]
+        # history lies before the world's start, none of it after
+        assert created and max(created) <= start.astimezone(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")
+    with pytest.raises(ValueError, match="start_at needs clock"):
+        SimulatorSettings(clock="real", start_at=start)

@@ -1,8 +1,9 @@
 """World clocks. The world runs on integer epoch seconds (TOP times have second precision).
 
 ``real`` follows the host clock, ``accelerated`` runs ``speed`` times faster from its start, and
-``stepped`` stands still until a test calls ``advance``. All three start at the host's current second,
-so a freshly started simulator looks like "now" to a client whichever clock it uses.
+``stepped`` stands still until a test calls ``advance``. All three start at the host's current second
+(stepped and accelerated ones at ``SimulatorSettings.start_at`` when given), so a freshly started
+simulator looks like "now" to a client whichever clock it uses.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ class Clock:
 
     kind = "real"
 
-    def __init__(self) -> None:
-        self.start_ts = int(time.time())
+    def __init__(self, start_ts: int | None = None) -> None:
+        self.start_ts = int(time.time()) if start_ts is None else start_ts
 
     def now_ts(self) -> int:
         return int(time.time())
@@ -35,8 +36,8 @@ class Clock:
 class AcceleratedClock(Clock):
     kind = "accelerated"
 
-    def __init__(self, speed: float) -> None:
-        super().__init__()
+    def __init__(self, speed: float, start_ts: int | None = None) -> None:
+        super().__init__(start_ts)
         self.speed = speed
         self._t0 = time.monotonic()
 
@@ -47,8 +48,8 @@ class AcceleratedClock(Clock):
 class SteppedClock(Clock):
     kind = "stepped"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, start_ts: int | None = None) -> None:
+        super().__init__(start_ts)
         self._now = self.start_ts
         self._lock = threading.Lock()
 
@@ -63,9 +64,10 @@ class SteppedClock(Clock):
         return self.now()
 
 
-def make_clock(kind: str, speed: float = 1.0) -> Clock:
+def make_clock(kind: str, speed: float = 1.0, start_at: datetime | None = None) -> Clock:
+    start_ts = None if start_at is None else int(start_at.timestamp())
     if kind == "stepped":
-        return SteppedClock()
+        return SteppedClock(start_ts)
     if kind == "accelerated":
-        return AcceleratedClock(speed)
+        return AcceleratedClock(speed, start_ts)
     return Clock()

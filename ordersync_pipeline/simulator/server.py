@@ -37,7 +37,7 @@ class Simulator:
         self.settings = settings
         self.app_key = settings.app_key or str(20_000_000 + p.mix(settings.seed, 0xA99) % 10_000_000)
         self.app_secret = settings.app_secret or f"{p.mix(settings.seed, 0x5EC):016x}{p.mix(settings.seed, 0x5ED):016x}"
-        self.clock: Clock = make_clock(settings.clock, settings.speed)
+        self.clock: Clock = make_clock(settings.clock, settings.speed, settings.start_at)
         self.shops = make_shops(settings.seed, settings.shops)
         started = time.perf_counter()
         self.world = World(settings, self.clock, self.shops)

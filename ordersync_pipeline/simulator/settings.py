@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 ClockKind = Literal["real", "stepped", "accelerated"]
@@ -37,6 +38,9 @@ class SimulatorSettings:
     fault_timeout_s: float = 3.0        # how long a "timeout" fault sleeps (bounded on purpose)
     fault_slow_s: float = 0.4           # how long a "slow reply" fault sleeps
     fragment_cache_mb: int = 512        # bound on cached serialized trade fragments
+    # Where a stepped or accelerated world clock starts (aware); None = the host's now. A test that
+    # steps through a whole past day starts the world there (a real clock always follows the host).
+    start_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.shops <= 50:
@@ -49,6 +53,10 @@ class SimulatorSettings:
             raise ValueError(f"unknown clock {self.clock!r}")
         if self.speed <= 0:
             raise ValueError("speed must be > 0")
+        if self.start_at is not None and self.start_at.utcoffset() is None:
+            raise ValueError("start_at must be timezone-aware")
+        if self.start_at is not None and self.clock == "real":
+            raise ValueError("start_at needs clock='stepped' or 'accelerated'; a real clock follows the host")
 
 
 @dataclass(frozen=True)
