@@ -370,7 +370,7 @@ _PAIRS = tuple(UID_ALPHABET[i % 64] + UID_ALPHABET[i // 64] for i in range(4096)
 
 
 def _open_uid(h: int) -> str:
-    """A stable 24-char buyer_open_uid like ``AAHk5d-EAAeGwJedwSFu0XXX`` (two 64-bit hashes, base 64,
+    """A stable 24-char buyer_open_uid like ``AAHk5d-EAAeGwJedwSFu0Xz7`` (two 64-bit hashes, base 64,
     least significant digit first; unrolled because the list APIs render one per trade)."""
     g, a, u = mix(h), _PAIRS, UID_ALPHABET
     return ("AA" + a[h & 4095] + a[h >> 12 & 4095] + a[h >> 24 & 4095] + a[h >> 36 & 4095] + a[h >> 48 & 4095]
