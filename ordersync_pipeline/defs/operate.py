@@ -122,8 +122,7 @@ def run_sync(*, start: datetime | None = None, end: datetime | None = None,
     missing = [s for s in shops if s not in known]
     if missing:
         instance.add_dynamic_partitions(SHOPS_NAME, missing)
-    warehouse = WarehouseResource().get_warehouse()
-    warehouse.migrate()
+    warehouse = WarehouseResource().get_warehouse()  # migrated on first use
     report = SyncReport()
 
     # History is loaded per shop until every day of it is complete: a shop added later, or a load
@@ -156,7 +155,6 @@ def run_sync(*, start: datetime | None = None, end: datetime | None = None,
     report.api_calls, report.api_errors = calls.calls, calls.errors
     report.quarantined = warehouse.quarantine_count(since=since)
     report.seconds = time.perf_counter() - started
-    warehouse.dispose()
     return report
 
 

@@ -79,15 +79,19 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def get_warehouse(self) -> Warehouse:
         """The warehouse, migrated to the newest schema on first use in this process: a run launched
         by the schedule or the UI may be the first thing to touch a new warehouse."""
-        url = self.url or warehouse_url()
-        warehouse = Warehouse(url, store_receiver_pii=self.store_receiver_pii)
-        if url not in _MIGRATED:
-            warehouse.migrate()
-            _MIGRATED.add(url)
-        return warehouse
+        return _open_warehouse(self.url or warehouse_url(), self.store_receiver_pii)
 
 
-_MIGRATED: set[str] = set()
+@functools.lru_cache(maxsize=8)
+def _open_warehouse(url: str, store_receiver_pii: bool) -> Warehouse:
+    """One ``Warehouse`` (one engine and connection pool) per database and process, migrated once.
+
+    Every step of a run asks for the warehouse; a new engine each time would leave pools of open
+    connections behind and repeat the migration check.
+    """
+    warehouse = Warehouse(url, store_receiver_pii=store_receiver_pii)
+    warehouse.migrate()
+    return warehouse
 
 
 class PageLakeResource(dg.ConfigurableResource):  # type: ignore[type-arg]
