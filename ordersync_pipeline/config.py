@@ -67,6 +67,7 @@ class SyncSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     history_days: int = Field(default=90, ge=1, le=90)
+    # Length of an increment partition; must divide an hour (the partitions follow a */N cron).
     incremental_minutes: int = Field(default=15, ge=5, le=60)
     overlap_minutes: int = Field(default=5, ge=0, le=60)
     safety_lag_minutes: int = Field(default=3, ge=0, le=60)
@@ -86,6 +87,14 @@ class SyncSettings(BaseModel):
     # lines), "presale" (step_pay_details), "buyer_message". Each costs one call per changed trade.
     detail_reasons: list[Literal["incomplete", "presale", "buyer_message"]] = Field(
         default_factory=lambda: _DEFAULT_DETAIL_REASONS.copy())
+
+
+    @field_validator("incremental_minutes")
+    @classmethod
+    def _divides_an_hour(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError("incremental_minutes must divide 60 (5, 6, 10, 12, 15, 20, 30 or 60)")
+        return value
 
 
 class OrdersyncConfig(BaseModel):

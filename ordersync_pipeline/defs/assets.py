@@ -1,6 +1,6 @@
 """Assets: thin wrappers that read their partitions and call the runners in ordersync_pipeline.sync.
 
-Increment path (15-minute partitions x shop):
+Increment path (sync.incremental_minutes partitions, 15 by default, x shop):
     raw_trade_pages -> trades, trade_orders (+ asset check) -> trade_details
 Historical path (Asia/Shanghai days x shop, created time, the platform's 90-day horizon):
     historical_trade_pages -> historical_trades (loads the same trades / trade_orders tables)
@@ -34,7 +34,7 @@ from ordersync_pipeline.top.client import TopClient
 
 SETTINGS = configured_sync()
 ANCHOR = sync_anchor()
-INCREMENT_TIME = increment_time_partitions(ANCHOR)
+INCREMENT_TIME = increment_time_partitions(ANCHOR, SETTINGS.incremental_minutes)
 HISTORY_DAYS = history_day_partitions(ANCHOR, SETTINGS.history_days)
 INCREMENT_PARTITIONS = multi(INCREMENT_TIME)
 HISTORY_PARTITIONS = multi(HISTORY_DAYS)

@@ -11,13 +11,14 @@ from ordersync_pipeline.defs.assets import (
     INCREMENT_ASSETS,
     INCREMENT_TIME,
     SAFETY_LAG,
+    SETTINGS,
 )
-from ordersync_pipeline.defs.partitions import INCREMENT_MINUTES, SHOPS, SHOPS_NAME
+from ordersync_pipeline.defs.partitions import SHOPS, SHOPS_NAME
 from ordersync_pipeline.defs.resources import TopApiResource
 
 incremental_sync_job = dg.define_asset_job(
     "incremental_sync_job", selection=dg.AssetSelection.assets(*INCREMENT_ASSETS),
-    description="Increment windows (15 minutes + 5 minutes overlap) per shop into the warehouse.")
+    description="Increment windows (15 minutes by default, plus the overlap) per shop into the warehouse.")
 
 historical_load_job = dg.define_asset_job(
     "historical_load_job", selection=dg.AssetSelection.assets(*HISTORICAL_ASSETS),
@@ -31,8 +32,9 @@ def last_closed_increment_key(now: datetime, *, safety_lag: timedelta = SAFETY_L
 
 
 def _cron_after_lag() -> str:
-    lag = int(SAFETY_LAG.total_seconds() // 60) % INCREMENT_MINUTES
-    minutes = ",".join(str(m + lag) for m in range(0, 60, INCREMENT_MINUTES))
+    step = SETTINGS.incremental_minutes
+    lag = int(SAFETY_LAG.total_seconds() // 60) % step
+    minutes = ",".join(str(m + lag) for m in range(0, 60, step))
     return f"{minutes} * * * *"
 
 

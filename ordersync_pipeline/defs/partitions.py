@@ -2,7 +2,7 @@
 
 Shops are a dynamic partition dimension so adding a shop to the configuration file needs no code
 change: ``ordersync sync`` and the ``shop_partitions_sensor`` register configured shops with the
-instance. Time is either 15-minute increment windows or Asia/Shanghai days for the historical load.
+instance. Time is either increment windows (sync.incremental_minutes, 15 by default) or Asia/Shanghai days for the historical load.
 
 Both time dimensions are anchored at one instant, the sync anchor: increment partitions start there
 and the historical days end there. Trades created before the anchor are loaded by the historical
@@ -24,7 +24,6 @@ from ordersync_pipeline.timeutil import SHANGHAI
 # The name as a plain str: DynamicPartitionsDefinition.name is typed ``str | None``.
 SHOPS_NAME = "shops"
 SHOPS = dg.DynamicPartitionsDefinition(name=SHOPS_NAME)
-INCREMENT_MINUTES = 15
 TIME_FMT = "%Y-%m-%d-%H:%M"
 DAY_FMT = "%Y-%m-%d"
 ANCHOR_FILE = "sync_anchor"
@@ -58,9 +57,9 @@ def sync_anchor(home: Path | None = None) -> datetime:
     return anchor
 
 
-def increment_time_partitions(anchor: datetime) -> dg.TimeWindowPartitionsDefinition:
+def increment_time_partitions(anchor: datetime, minutes: int) -> dg.TimeWindowPartitionsDefinition:
     return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=f"*/{INCREMENT_MINUTES} * * * *",
+        cron_schedule=f"*/{minutes} * * * *",
         start=anchor.astimezone(SHANGHAI).replace(tzinfo=None),
         fmt=TIME_FMT,
         timezone="Asia/Shanghai",
