@@ -43,12 +43,9 @@ def main() -> None:
 
 
 def _parse_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    from ordersync_pipeline.timeutil import SHANGHAI
+    from ordersync_pipeline.timeutil import parse_local_time
 
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
+    return None if value is None else parse_local_time(value)
 
 
 @main.command()

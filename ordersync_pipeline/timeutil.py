@@ -30,5 +30,11 @@ def parse_top_time(text: str) -> datetime:
     return datetime.strptime(text, TOP_TIME_FORMAT).replace(tzinfo=GMT8)
 
 
+def parse_local_time(text: str) -> datetime:
+    """An ISO date or datetime typed by a person; without an offset it means Asia/Shanghai time."""
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
+
+
 def now() -> datetime:
     return datetime.now(timezone.utc)

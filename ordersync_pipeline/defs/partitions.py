@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from ordersync_pipeline.config import ENV_CONFIG, SyncSettings, load_config, ordersync_home
-from ordersync_pipeline.timeutil import SHANGHAI
+from ordersync_pipeline.timeutil import SHANGHAI, parse_local_time
 
 # The name as a plain str: DynamicPartitionsDefinition.name is typed ``str | None``.
 SHOPS_NAME = "shops"
@@ -45,8 +45,7 @@ def sync_anchor(home: Path | None = None) -> datetime:
     """
     start = configured_sync().start
     if start:
-        parsed = datetime.fromisoformat(start)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
+        return parse_local_time(start)
     home = home or ordersync_home()
     path = home / ANCHOR_FILE
     if path.exists():
