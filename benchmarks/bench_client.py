@@ -4,7 +4,7 @@ Not a test. Fetches real page bodies from an in-process simulator (so the bytes 
 gateway shape produces), then times, on one core and with no network in the loop:
 
 - envelope parsing (``top.envelope.parse_body``: JSON with exact big ints, error detection, unwrapping);
-- page building (the pager's ``TradePage``: list wrappers removed, orders unwrapped);
+- page building (the pager's ``Page``: list wrappers removed, orders unwrapped);
 - normalisation to warehouse rows (``sync.normalize.normalize_trades``), for scale.
 
 Then it reads a whole day through ``iter_sold_pages`` over loopback HTTP (client + simulator).
@@ -25,6 +25,7 @@ from ordersync_pipeline.sync.runner import LIST_FIELDS
 from ordersync_pipeline.timeutil import SHANGHAI, now
 from ordersync_pipeline.top.client import TopClient, TopResponse
 from ordersync_pipeline.top.envelope import parse_body
+from ordersync_pipeline.top.pages import TRADES
 from ordersync_pipeline.top.paging import _page, iter_sold_pages
 
 METHOD = "taobao.trades.sold.get"
@@ -51,7 +52,7 @@ def main() -> None:
         pages = list(iter_sold_pages(client, shop_id=shop.shop_id, session=shop.session, start_created=day,
                                      end_created=day + timedelta(days=1), fields=LIST_FIELDS, page_size=100))
         seconds = time.perf_counter() - started
-        trades = sum(len(p.trades) for p in pages)
+        trades = sum(len(p.items) for p in pages)
         print(f"{'day over loopback HTTP (client + simulator)':<42} {len(pages) / seconds:9.0f} pages/s "
               f"{trades / seconds:11.0f} trades/s  ({trades} trades, {len(pages)} pages)")
         client.close()
@@ -67,11 +68,11 @@ def main() -> None:
     def build() -> None:
         for b in bodies:
             data = parse_body(b, METHOD)
-            _page(TopResponse(method=METHOD, data=data, body=b, request_id=None, latency_s=0.0),
+            _page(TopResponse(method=METHOD, data=data, body=b, request_id=None, latency_s=0.0), TRADES,
                   shop_id=shop.shop_id, start=day, end=day + timedelta(days=1), page_no=1, page_size=100)
 
-    _timed("parse + TradePage (what the pager yields)", len(bodies), n_trades, build)
-    raw = [t for p in pages for t in p.trades]
+    _timed("parse + Page (what the pager yields)", len(bodies), n_trades, build)
+    raw = [t for p in pages for t in p.items]
     synced = now()
     _timed("normalise to warehouse rows", len(pages), trades,
            lambda: normalize_trades(shop.shop_id, raw, synced_at=synced, source="sold"))

@@ -31,6 +31,7 @@ from pipeline_support import (
 
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
 from ordersync_pipeline.sync.lake import PageLake
+from ordersync_pipeline.top.pages import TRADES
 from ordersync_pipeline.warehouse import Warehouse
 
 SHOPS = ["shop-1", "shop-2"]
@@ -166,7 +167,7 @@ def test_out_of_order_pages_converge_on_the_newest_state(
                            resources=res).success
         lake = PageLake(home / "lake")
         stale = {t["tid"]: top_time(t["modified"]) for key in night for page in lake.read_partition(
-            shop_id="shop-1", stream="increment", partition_key=key) for t in page.trades}
+            shop_id="shop-1", stream="increment", partition_key=key, shape=TRADES) for t in page.items}
         assert len(stale) > 50
 
         sim.clock.advance(19 * 3600 + 40 * 60)  # 23:50: some of those trades shipped or finished since

@@ -17,7 +17,7 @@ from ordersync_pipeline.sync.normalize import (
     ORDER_COLUMNS, QUARANTINE_COLUMNS, TRADE_COLUMNS, InvalidTrade, NormalizedBatch, detail_row,
     normalize_trades,
 )
-from ordersync_pipeline.sync.pages import PageBodyError, trades_from_body
+from ordersync_pipeline.top.pages import TRADES, parse_list_body
 
 SAMPLES = Path(__file__).parent / "data" / "top-samples"
 SYNCED_AT = datetime(2026, 11, 26, 2, 30, tzinfo=timezone.utc)
@@ -25,7 +25,8 @@ GMT8 = timezone(timedelta(hours=8))
 
 
 def sample_trades(name: str) -> list[dict[str, Any]]:
-    trades, _, _ = trades_from_body((SAMPLES / name).read_bytes())
+    method = "taobao.trades.sold.increment.get" if "increment" in name else "taobao.trades.sold.get"
+    trades, _, _ = parse_list_body((SAMPLES / name).read_bytes(), TRADES, method=method)
     return trades
 
 
@@ -34,7 +35,7 @@ def norm(trades: list[Any], **kw: Any) -> NormalizedBatch:
 
 
 def good_trade() -> dict[str, Any]:
-    """The two-line sample trade, orders already unwrapped to a plain list (as in a TradePage)."""
+    """The two-line sample trade, orders already unwrapped to a plain list (as in a Page)."""
     return copy.deepcopy(sample_trades("trades_sold_get_success.json")[1])
 
 
@@ -237,15 +238,6 @@ def test_payload_of_ints_beyond_64_bits_is_still_exact_json() -> None:
 def test_naive_synced_at_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="synced_at"):
         normalize_trades("shop-1", [], synced_at=datetime(2026, 1, 1), source="x")
-
-
-def test_trades_from_body_rejects_error_envelope_and_non_json() -> None:
-    with pytest.raises(PageBodyError, match="error envelope"):
-        trades_from_body((SAMPLES / "error_15_isp_timeout.json").read_bytes())
-    with pytest.raises(PageBodyError, match="not valid JSON"):
-        trades_from_body(b"<html>")
-    assert trades_from_body(b'{"trades_sold_get_response":{"total_results":0,"request_id":"x"}}') == (
-        [], 0, None)
 
 
 # --- never raises -----------------------------------------------------------------------------------

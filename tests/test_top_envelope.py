@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ordersync_pipeline.sync.pages import trades_from_body
 from ordersync_pipeline.timeutil import GMT8, parse_top_time
-from ordersync_pipeline.top.envelope import parse_body, parse_money, response_key, unwrap_list, unwrap_trade
+from ordersync_pipeline.top.envelope import (
+    parse_body,
+    parse_money,
+    response_key,
+    unwrap_list,
+    unwrap_nested,
+    unwrap_trade,
+)
 from ordersync_pipeline.top.errors import BusinessError, InvalidSessionError, MalformedResponseError
 
 SAMPLES = Path(__file__).parent / "data" / "top-samples"
@@ -64,12 +70,16 @@ def test_other_samples_parse_and_unwrap() -> None:
     assert parse_body(_body("time_get.json"), "taobao.time.get")["time"] == "2024-06-18 11:06:00"
 
 
-def test_page_unwrap_matches_the_page_lake_reader() -> None:
-    body = _body("trades_sold_increment_get_has_next.json")
-    data = parse_body(body, "taobao.trades.sold.increment.get")
-    mine = [unwrap_trade(t, keys=("orders",)) for t in unwrap_list(data["trades"], "trade")]
-    trades, total, has_next = trades_from_body(body)
-    assert mine == trades and total is None and has_next is True
+def test_unwrap_nested_unwraps_named_lists_only_and_lenient_mode_leaves_bad_values() -> None:
+    record = {"orders": {"order": {"oid": 1}}, "promotion_details": {"promotion_detail": []}}
+    assert unwrap_nested(record, ("orders",)) == {
+        "orders": [{"oid": 1}], "promotion_details": {"promotion_detail": []}}
+    bad = {"orders": {"oops": 1}}
+    with pytest.raises(ValueError, match="'order'"):
+        unwrap_nested(bad, ("orders",))
+    with pytest.raises(ValueError):
+        unwrap_trade({"orders": {"oops": 1}})  # fullinfo answers stay strict
+    assert unwrap_nested(bad, ("orders",), strict=False) == {"orders": {"oops": 1}}
 
 
 def test_unwrap_list_shapes() -> None:

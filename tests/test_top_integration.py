@@ -15,10 +15,10 @@ from ordersync_pipeline.simulator import faults as sim_faults
 from ordersync_pipeline.timeutil import SHANGHAI, format_top_time
 from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.errors import InvalidSessionError
+from ordersync_pipeline.top.pages import Page
 from ordersync_pipeline.top.paging import (
     INCREMENT_GET,
     SOLD_GET,
-    TradePage,
     get_trade_fullinfo,
     iter_increment_pages,
     iter_sold_pages,
@@ -39,8 +39,8 @@ def _client(sim: Any, **kw: Any) -> TopClient:
     return TopClient(**args)
 
 
-def _by_tid(pages: list[TradePage]) -> dict[int, dict[str, Any]]:
-    return {t["tid"]: t for p in pages for t in p.trades}
+def _by_tid(pages: list[Page]) -> dict[int, dict[str, Any]]:
+    return {t["tid"]: t for p in pages for t in p.items}
 
 
 def _truth(sim: Any, shop_id: str, field: str, start: datetime, end: datetime) -> dict[int, dict[str, Any]]:

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordersync_pipeline.sync.pages import trades_from_body
 from ordersync_pipeline.timeutil import GMT8, format_top_time, parse_top_time
 from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.errors import MalformedResponseError
+from ordersync_pipeline.top.pages import TRADES, parse_list_body
 from ordersync_pipeline.top.paging import (
     ALL_TRADE_TYPES,
     INCREMENT_GET,
@@ -79,7 +79,7 @@ def _client(url: str) -> TopClient:
 
 
 def _tids(pages: Any) -> list[int]:
-    return [t["tid"] for page in pages for t in page.trades]
+    return [t["tid"] for page in pages for t in page.items]
 
 
 # -- split_window ---------------------------------------------------------------------------------------
@@ -126,8 +126,9 @@ def test_sold_pages_forward_with_has_next() -> None:
     page = pages[0]
     assert page.method == SOLD_GET and page.shop_id == "s1" and page.window_end == END
     assert page.fetched_at.tzinfo is not None and page.total_results is None
-    assert all(isinstance(t["orders"], list) for t in page.trades)
-    assert page.trades == trades_from_body(page.body)[0]  # the page lake re-reads the same trades
+    assert all(isinstance(t["orders"], list) for t in page.items)
+    # the page lake re-reads the same trades
+    assert page.items == parse_list_body(page.body, TRADES, method=SOLD_GET)[0]
 
 
 # -- increment.get --------------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ def test_increment_single_page_costs_one_call() -> None:
     with CannedGateway(shop.handle) as gw:
         pages = list(iter_increment_pages(_client(gw.url), shop_id="s1", session="sess",
                                           start_modified=START, end_modified=END, fields="tid"))
-    assert len(gw.requests) == 1 and len(pages) == 1 and len(pages[0].trades) == 40
+    assert len(gw.requests) == 1 and len(pages) == 1 and len(pages[0].items) == 40
 
 
 def test_increment_empty_window_yields_one_empty_page() -> None:
@@ -158,7 +159,7 @@ def test_increment_empty_window_yields_one_empty_page() -> None:
     with CannedGateway(shop.handle) as gw:
         pages = list(iter_increment_pages(_client(gw.url), shop_id="s1", session="sess",
                                           start_modified=START, end_modified=END, fields="tid"))
-    assert [(p.page_no, p.trades, p.total_results) for p in pages] == [(1, [], 0)]
+    assert [(p.page_no, p.items, p.total_results) for p in pages] == [(1, [], 0)]
 
 
 def test_increment_splits_windows_longer_than_a_day() -> None:

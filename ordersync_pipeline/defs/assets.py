@@ -31,6 +31,7 @@ from ordersync_pipeline.sync.recorder import WarehouseCallRecorder
 from ordersync_pipeline.sync.windows import Window, fetch_window, window_is_closed
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.client import TopClient
+from ordersync_pipeline.top.pages import TRADES
 
 SETTINGS = configured_sync()
 ANCHOR = sync_anchor()
@@ -245,7 +246,8 @@ def trade_details(context: dg.AssetExecutionContext, top: TopApiResource, lake: 
             for key in _keys(context):
                 shop, part = key.keys_by_dimension["shop"], key.keys_by_dimension["time"]
                 found = runner.detail_candidates(
-                    page_lake.read_partition(shop_id=shop, stream=runner.INCREMENT, partition_key=part),
+                    page_lake.read_partition(shop_id=shop, stream=runner.INCREMENT, partition_key=part,
+                                             shape=TRADES),
                     frozenset(SETTINGS.detail_reasons))
                 result = runner.refresh_details(client=client, warehouse=wh, shop_id=shop,
                                                 session=top.session_for(shop), candidates=found)

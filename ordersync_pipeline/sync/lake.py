@@ -1,5 +1,7 @@
-"""The raw page lake: every fetched ``TradePage`` kept as received, as Parquet, so any partition can
-be rebuilt from disk without calling the API again.
+"""The raw page lake: every fetched ``top.pages.Page`` kept as received, as Parquet, so any partition
+can be rebuilt from disk without calling the API again. The lake stores pages of any list API; it
+knows no stream's layout: ``read_partition`` re-parses each body with the ``ListShape`` its caller
+names, through ``top.pages.parse_list_body``, the same parser the pager used at fetch time.
 
 Layout (one data file and one manifest per shop, stream and partition key)::
 
@@ -10,7 +12,7 @@ Path parts are percent-escaped except ``A-Z a-z 0-9 _ . - :`` (``:`` kept so Dag
 readable; fine on POSIX), so a key can neither climb out of its directory nor clash with another.
 
 Columns: shop_id, method, window_start, window_end, page_no, page_size, request_id, fetched_at,
-total_results, has_next, body. Trades are not stored twice: readers re-parse ``body``.
+total_results, has_next, body. Records are not stored twice: readers re-parse ``body``.
 
 Publishing protocol (why a half-written partition is never taken for a whole one):
 
@@ -19,12 +21,13 @@ Publishing protocol (why a half-written partition is never taken for a whole one
    is deleted and nothing else is touched (a previous version of the partition stays published).
 2. After the last page: fsync, hash; remove the old manifest (the partition is now "absent", never
    "complete with the wrong file"), atomically rename the data file into place, then write the new
-   manifest atomically. The manifest names the page/trade counts, the windows and the file's sha256.
+   manifest atomically. The manifest names the page/item counts, the windows and the file's sha256.
 3. Readers require the manifest and check the file's size and sha256 against it, hashing the very
    file handle they then read from, so a concurrent re-publish cannot mix two versions.
 
 Errors: ``LakeError`` (base) > ``PartitionMissing`` (no manifest: never written, interrupted, or being
-re-published) and ``PartitionCorrupt`` (manifest and data file disagree).
+re-published) and ``PartitionCorrupt`` (manifest and data file disagree, or a stored body no longer
+parses).
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ordersync_pipeline.sync.pages import TradePage, trades_from_body
 from ordersync_pipeline.timeutil import require_aware
+from ordersync_pipeline.top.errors import TopError
+from ordersync_pipeline.top.pages import ListShape, Page, parse_list_body
 
 __all__ = ["PageLake", "LakeManifest", "LakeError", "PartitionMissing", "PartitionCorrupt",
            "PAGE_SCHEMA", "PAGES_PER_ROW_GROUP"]
@@ -57,7 +61,9 @@ PAGES_PER_ROW_GROUP = 50
 # each writing its own partition that held ~80 MB more at peak (400k-trade load, measured). The
 # system allocator hands them back, and the lake's buffers are few and large, so nothing is lost.
 pa.set_memory_pool(pa.system_memory_pool())
-MANIFEST_FORMAT = 1
+# Format 2 counts "items" (any list API); format 1 called them "trades" and is still read.
+MANIFEST_FORMAT = 2
+_READABLE_FORMATS = {1: "trades", 2: "items"}
 _TS = pa.timestamp("us", tz="UTC")
 PAGE_SCHEMA = pa.schema([
     pa.field("shop_id", pa.string(), nullable=False),
@@ -85,7 +91,8 @@ class PartitionMissing(LakeError, LookupError):
 
 
 class PartitionCorrupt(LakeError):
-    """The manifest and the data file disagree (size or sha256), or the data file is gone."""
+    """The manifest and the data file disagree (size or sha256), the data file is gone, or a stored
+    page body no longer parses as its list."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ class LakeManifest:
     partition_key: str
     path: Path                                   # the published Parquet file
     pages: int
-    trades: int
+    items: int                                   # records over all pages (trades, refunds, ...)
     bytes: int
     sha256: str
     windows: tuple[tuple[datetime, datetime], ...]  # distinct (start, end) in first-seen order
@@ -105,7 +112,7 @@ class LakeManifest:
         return orjson.dumps({
             "format": MANIFEST_FORMAT, "shop_id": self.shop_id, "stream": self.stream,
             "partition_key": self.partition_key, "file": self.path.name, "pages": self.pages,
-            "trades": self.trades, "bytes": self.bytes, "sha256": self.sha256,
+            "items": self.items, "bytes": self.bytes, "sha256": self.sha256,
             "windows": [[s.isoformat(), e.isoformat()] for s, e in self.windows],
             "written_at": self.written_at.isoformat(),
         }, option=orjson.OPT_INDENT_2)
@@ -113,10 +120,11 @@ class LakeManifest:
     @classmethod
     def from_json(cls, data: builtins.bytes, directory: Path) -> LakeManifest:
         doc = orjson.loads(data)
-        if doc.get("format") != MANIFEST_FORMAT:
-            raise PartitionCorrupt(f"unknown manifest format {doc.get('format')!r}")
+        items_key = _READABLE_FORMATS.get(doc.get("format"))
+        if items_key is None:
+            raise PartitionCorrupt(f"unknown manifest format {doc.get('format')!r} in {directory}")
         return cls(shop_id=doc["shop_id"], stream=doc["stream"], partition_key=doc["partition_key"],
-                   path=directory / doc["file"], pages=doc["pages"], trades=doc["trades"],
+                   path=directory / doc["file"], pages=doc["pages"], items=doc[items_key],
                    bytes=doc["bytes"], sha256=doc["sha256"],
                    windows=tuple((datetime.fromisoformat(s), datetime.fromisoformat(e))
                                  for s, e in doc["windows"]),
@@ -155,7 +163,7 @@ class _PageBuffer:
     def __len__(self) -> int:
         return len(self.columns["body"])
 
-    def add(self, page: TradePage) -> None:
+    def add(self, page: Page) -> None:
         cols = self.columns
         cols["shop_id"].append(page.shop_id)
         cols["method"].append(page.method)
@@ -176,7 +184,7 @@ class _PageBuffer:
 
 
 class PageLake:
-    """Raw ``TradePage``s under ``root``, one atomically published Parquet file per partition."""
+    """Raw ``Page``s under ``root``, one atomically published Parquet file per partition."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -202,7 +210,7 @@ class PageLake:
     # -- write ----------------------------------------------------------------------------------
 
     def write_partition(self, *, shop_id: str, stream: str, partition_key: str,
-                        pages: Iterable[TradePage]) -> LakeManifest:
+                        pages: Iterable[Page]) -> LakeManifest:
         """Stream ``pages`` into the partition and publish it; replaces an earlier version atomically.
 
         Pages must belong to ``shop_id``. If ``pages`` raises, nothing is published and the earlier
@@ -213,12 +221,12 @@ class PageLake:
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
-            page_count, trade_count, windows = self._write_pages(temp, shop_id, pages)
+            page_count, item_count, windows = self._write_pages(temp, shop_id, pages)
             with open(temp, "rb") as handle:
                 sha256, size = _sha256(handle)
             manifest = LakeManifest(
                 shop_id=shop_id, stream=stream, partition_key=partition_key, path=target,
-                pages=page_count, trades=trade_count, bytes=size, sha256=sha256,
+                pages=page_count, items=item_count, bytes=size, sha256=sha256,
                 windows=tuple(windows), written_at=datetime.now(timezone.utc))
             self._publish(temp, target, manifest_path, manifest)
         finally:
@@ -226,9 +234,9 @@ class PageLake:
         return manifest
 
     @staticmethod
-    def _write_pages(temp: Path, shop_id: str, pages: Iterable[TradePage],
+    def _write_pages(temp: Path, shop_id: str, pages: Iterable[Page],
                      ) -> tuple[int, int, dict[tuple[datetime, datetime], None]]:
-        page_count = trade_count = 0
+        page_count = item_count = 0
         windows: dict[tuple[datetime, datetime], None] = {}  # an ordered set
         buffer = _PageBuffer()
         with open(temp, "wb") as sink:
@@ -240,14 +248,14 @@ class PageLake:
                         raise ValueError(f"page of shop {page.shop_id!r} written to shop {shop_id!r}")
                     buffer.add(page)
                     page_count += 1
-                    trade_count += len(page.trades)
+                    item_count += len(page.items)
                     windows[(page.window_start, page.window_end)] = None
                     if len(buffer) >= PAGES_PER_ROW_GROUP:
                         buffer.flush(writer)
                 buffer.flush(writer)
             sink.flush()
             os.fsync(sink.fileno())
-        return page_count, trade_count, windows
+        return page_count, item_count, windows
 
     @staticmethod
     def _publish(temp: Path, target: Path, manifest_path: Path, manifest: LakeManifest) -> None:
@@ -287,11 +295,14 @@ class PageLake:
         except (PartitionMissing, FileNotFoundError):
             return False
 
-    def read_partition(self, *, shop_id: str, stream: str, partition_key: str) -> Iterator[TradePage]:
-        """The partition's pages in written order, trades re-parsed from each body.
+    def read_partition(self, *, shop_id: str, stream: str, partition_key: str,
+                       shape: ListShape) -> Iterator[Page]:
+        """The partition's pages in written order, items re-parsed from each body as ``shape`` lays
+        them out (the caller knows which list API the stream pages).
 
         Checks happen now, before the first page: ``PartitionMissing`` without a manifest,
-        ``PartitionCorrupt`` when the file does not match it. Pages are read a row group at a time.
+        ``PartitionCorrupt`` when the file does not match it. Pages are read a row group at a time; a
+        body that does not parse raises ``PartitionCorrupt`` when its page is reached.
         """
         manifest = self.manifest(shop_id=shop_id, stream=stream, partition_key=partition_key)
         try:
@@ -308,21 +319,28 @@ class PageLake:
         except BaseException:
             handle.close()
             raise
-        return _iter_pages(handle)
+        return _iter_pages(handle, manifest.path, shape)
 
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _iter_pages(handle: IO[bytes]) -> Iterator[TradePage]:
+def _iter_pages(handle: IO[bytes], path: Path, shape: ListShape) -> Iterator[Page]:
     with handle, pq.ParquetFile(handle) as parquet:
         for batch in parquet.iter_batches(batch_size=PAGES_PER_ROW_GROUP):
             for row in batch.to_pylist():
-                trades, _, _ = trades_from_body(row["body"])
-                yield TradePage(
+                try:
+                    items, _, _ = parse_list_body(row["body"], shape, method=row["method"],
+                                                  shop_id=row["shop_id"])
+                except TopError as exc:
+                    raise PartitionCorrupt(
+                        f"{path}: page {row['page_no']} (request_id {row['request_id']}) does not "
+                        f"parse as a {shape.list_key} list: {exc}; fetch the partition again "
+                        "(a run without from_lake)") from None
+                yield Page(
                     shop_id=row["shop_id"], method=row["method"],
                     window_start=_utc(row["window_start"]), window_end=_utc(row["window_end"]),
                     page_no=row["page_no"], page_size=row["page_size"], request_id=row["request_id"],
-                    fetched_at=_utc(row["fetched_at"]), body=row["body"], trades=trades,
+                    fetched_at=_utc(row["fetched_at"]), body=row["body"], items=items,
                     total_results=row["total_results"], has_next=row["has_next"])

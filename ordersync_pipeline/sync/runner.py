@@ -24,11 +24,11 @@ from typing import Any
 
 from ordersync_pipeline.sync.lake import PageLake
 from ordersync_pipeline.sync.normalize import detail_row, normalize_trades
-from ordersync_pipeline.sync.pages import TradePage
 from ordersync_pipeline.sync.windows import Window
 from ordersync_pipeline.timeutil import format_top_time
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.client import TopClient
+from ordersync_pipeline.top.pages import TRADES, Page
 from ordersync_pipeline.top.paging import get_trade_fullinfo, iter_increment_pages, iter_sold_pages
 from ordersync_pipeline.warehouse import Warehouse
 
@@ -109,25 +109,25 @@ class DetailsResult:
 
 
 def increment_pages(client: TopClient, *, shop_id: str, session: str, window: Window,
-                    page_size: int) -> Iterator[TradePage]:
+                    page_size: int) -> Iterator[Page]:
     return iter_increment_pages(client, shop_id=shop_id, session=session, start_modified=window.start,
                                 end_modified=window.end, fields=LIST_FIELDS, page_size=page_size)
 
 
 def sold_pages(client: TopClient, *, shop_id: str, session: str, window: Window,
-               page_size: int) -> Iterator[TradePage]:
+               page_size: int) -> Iterator[Page]:
     return iter_sold_pages(client, shop_id=shop_id, session=session, start_created=window.start,
                            end_created=window.end, fields=LIST_FIELDS, page_size=page_size)
 
 
-def fetch_partition(pages: Iterable[TradePage], *, lake: PageLake, shop_id: str, stream: Stream,
+def fetch_partition(pages: Iterable[Page], *, lake: PageLake, shop_id: str, stream: Stream,
                     partition_key: str, window: Window) -> FetchResult:
     """Stream ``pages`` into the lake; the partition becomes readable only if every page landed."""
     started = time.perf_counter()
     manifest = lake.write_partition(shop_id=shop_id, stream=stream, partition_key=partition_key,
                                     pages=pages)
     return FetchResult(shop_id=shop_id, stream=stream, partition_key=partition_key, window=window,
-                       pages=manifest.pages, trades=manifest.trades,
+                       pages=manifest.pages, trades=manifest.items,
                        seconds=time.perf_counter() - started)
 
 
@@ -137,8 +137,9 @@ def load_partition(*, lake: PageLake, warehouse: Warehouse, shop_id: str, stream
     """Lake pages -> warehouse rows; marks the window complete only after every page committed."""
     started = time.perf_counter()
     result = LoadResult(shop_id=shop_id, stream=stream, partition_key=partition_key, window=window)
-    pending: list[TradePage] = []
-    for page in lake.read_partition(shop_id=shop_id, stream=stream, partition_key=partition_key):
+    pending: list[Page] = []
+    for page in lake.read_partition(shop_id=shop_id, stream=stream, partition_key=partition_key,
+                                    shape=TRADES):
         pending.append(page)
         if len(pending) >= PAGES_PER_FLUSH:
             _flush(pending, warehouse=warehouse, shop_id=shop_id, source=source, run_id=run_id,
@@ -199,7 +200,7 @@ def _lake_trades(lake: PageLake, specs: Sequence[LoadSpec]) -> int:
     for spec in specs:
         try:
             total += lake.manifest(shop_id=spec.shop_id, stream=spec.stream,
-                                   partition_key=spec.partition_key).trades
+                                   partition_key=spec.partition_key).items
         except Exception:  # noqa: BLE001 - load_partition reports the missing partition itself
             continue
     return total
@@ -217,10 +218,10 @@ def _load_in_worker(spec: LoadSpec, lake_root: str, url: str, run_id: str | None
                           run_id=run_id, source=spec.source)
 
 
-def _flush(pages: Sequence[TradePage], *, warehouse: Warehouse, shop_id: str, source: str,
+def _flush(pages: Sequence[Page], *, warehouse: Warehouse, shop_id: str, source: str,
            run_id: str | None, result: LoadResult) -> None:
     synced_at = utc_now()
-    raw = [trade for page in pages for trade in page.trades]
+    raw = [trade for page in pages for trade in page.items]
     batch = normalize_trades(shop_id, raw, synced_at=synced_at, source=source)
     if batch.trades or batch.orders:
         # One transaction: a trade and its lines land together.
@@ -258,12 +259,12 @@ def needs_details(trade: dict[str, Any], reasons: frozenset[DetailReason] = DEFA
     return "buyer_message" in reasons and bool(trade.get("has_buyer_message"))
 
 
-def detail_candidates(pages: Iterable[TradePage],
+def detail_candidates(pages: Iterable[Page],
                       reasons: frozenset[DetailReason] = DEFAULT_DETAIL_REASONS) -> dict[int, datetime | str]:
     """Newest ``modified`` per tid, for the trades in ``pages`` that need a fullinfo call."""
     found: dict[int, Any] = {}
     for page in pages:
-        for trade in page.trades:
+        for trade in page.items:
             tid = trade.get("tid")
             if isinstance(tid, int) and needs_details(trade, reasons):
                 modified = trade.get("modified")

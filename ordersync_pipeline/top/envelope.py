@@ -11,6 +11,7 @@ retryable ``MalformedResponseError``. It never turns into an empty result: a tru
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -18,8 +19,8 @@ import orjson
 
 from ordersync_pipeline.top.errors import MalformedResponseError, classify
 
-__all__ = ["response_key", "loads", "parse_body", "unwrap_list", "unwrap_trade", "parse_money",
-           "LIST_WRAPPERS"]
+__all__ = ["response_key", "loads", "parse_body", "unwrap_list", "unwrap_nested", "unwrap_trade",
+           "parse_money", "LIST_WRAPPERS"]
 
 # List fields and the singular key TOP wraps their items in (simplify=false).
 LIST_WRAPPERS: dict[str, str] = {
@@ -113,13 +114,29 @@ def unwrap_list(value: Any, item_key: str) -> list[Any]:
     raise ValueError(f"expected a list or a {{{item_key!r}: [...]}} wrapper, got {type(value).__name__}")
 
 
+def unwrap_nested(record: dict[str, Any], keys: Iterable[str], *, strict: bool = True) -> dict[str, Any]:
+    """Replace the record's wrapped nested lists named in ``keys`` (each must be in ``LIST_WRAPPERS``)
+    with plain lists, in place, and return the record.
+
+    ``strict=False`` leaves a value that is not a list or wrapper as it is instead of raising
+    ``ValueError``: list pages use it so one malformed record is rejected by validation further on
+    (and quarantined) rather than failing its whole page.
+    """
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, dict):
+            try:
+                record[key] = unwrap_list(value, LIST_WRAPPERS[key])
+            except ValueError:
+                if strict:
+                    raise
+    return record
+
+
 def unwrap_trade(trade: dict[str, Any], *, keys: tuple[str, ...] = _TRADE_LISTS) -> dict[str, Any]:
     """Replace the trade's wrapped nested lists (orders, promotion_details, ...) with plain lists,
-    in place. List pages unwrap only ``orders`` (``keys=("orders",)``), as the page lake does."""
-    for key in keys:
-        if isinstance(trade.get(key), dict):
-            trade[key] = unwrap_list(trade[key], LIST_WRAPPERS[key])
-    return trade
+    in place; raises ``ValueError`` on one that is not a list or wrapper (fullinfo answers)."""
+    return unwrap_nested(trade, keys)
 
 
 def parse_money(text: str | int | float | None) -> Decimal | None:

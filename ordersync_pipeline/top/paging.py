@@ -1,9 +1,10 @@
-"""Pagers over the trade list APIs, yielding one ``TradePage`` at a time (bounded memory).
+"""Pagers over the TOP list APIs, yielding one ``top.pages.Page`` at a time (bounded memory).
 
 - ``iter_sold_pages``: ``taobao.trades.sold.get`` by created window, forward with ``use_has_next``.
   Safe because ``created`` never changes: a trade cannot leave or move within a created window.
-- ``iter_increment_pages``: ``taobao.trades.sold.increment.get`` by modified window, split into spans
-  of at most one day, each walked from the last page back to page 1 (see ``_walk_span``).
+- ``iter_increment_pages``: a list API filtered by modified window (``TRADES_INCREMENT``, the default,
+  or ``REFUNDS_RECEIVE``), split into spans of at most one day, each walked from the last page back
+  to page 1 (see ``_walk_span``).
 - ``get_trade_fullinfo``: one trade's ``taobao.trade.fullinfo.get`` object.
 
 Windows are half-open ``[start, end)`` in the contract. TOP's end parameters are inclusive to the
@@ -16,22 +17,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ordersync_pipeline.sync.pages import TradePage
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.top.client import TopClient, TopResponse
-from ordersync_pipeline.top.envelope import unwrap_list, unwrap_trade
+from ordersync_pipeline.top.envelope import unwrap_trade
 from ordersync_pipeline.top.errors import MalformedResponseError
+from ordersync_pipeline.top.pages import REFUNDS, TRADES, ListShape, Page, list_from_response
 
-__all__ = ["TradePage", "ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "FULLINFO_GET", "MAX_PAGE_SIZE",
-           "MAX_INCREMENT_SPAN", "iter_sold_pages", "iter_increment_pages", "get_trade_fullinfo",
+__all__ = ["ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "REFUNDS_RECEIVE_GET", "FULLINFO_GET",
+           "MAX_PAGE_SIZE", "MAX_INCREMENT_SPAN", "ListApi", "TRADES_SOLD", "TRADES_INCREMENT",
+           "REFUNDS_RECEIVE", "iter_sold_pages", "iter_increment_pages", "get_trade_fullinfo",
            "split_window"]
 
 SOLD_GET = "taobao.trades.sold.get"
 INCREMENT_GET = "taobao.trades.sold.increment.get"
+REFUNDS_RECEIVE_GET = "taobao.refunds.receive.get"
 FULLINFO_GET = "taobao.trade.fullinfo.get"
 MAX_PAGE_SIZE = 100
 MAX_INCREMENT_SPAN = timedelta(days=1)
@@ -49,6 +53,20 @@ ALL_TRADE_TYPES: tuple[str, ...] = (
 # A re-walk of a span when its total grew while we paged is bounded: growth means trades entered
 # a window that should already be settled, which the caller's safety lag is meant to prevent.
 _MAX_WALKS = 3
+
+
+@dataclass(frozen=True)
+class ListApi:
+    """A list API a pager walks: the method called and how its answer is laid out."""
+
+    method: str
+    shape: ListShape
+
+
+TRADES_SOLD = ListApi(SOLD_GET, TRADES)
+TRADES_INCREMENT = ListApi(INCREMENT_GET, TRADES)
+# Sorted by modified desc like the trades increment, so the same reverse walk applies.
+REFUNDS_RECEIVE = ListApi(REFUNDS_RECEIVE_GET, REFUNDS)
 
 
 def split_window(start: datetime, end: datetime, max_span: timedelta) -> list[tuple[datetime, datetime]]:
@@ -71,79 +89,71 @@ def _check_page_size(page_size: int) -> None:
         raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
 
 
-def _page(resp: TopResponse, *, shop_id: str, start: datetime, end: datetime, page_no: int,
-          page_size: int) -> TradePage:
-    data = resp.data
-    if "total_results" not in data and "has_next" not in data:
-        # Neither count nor flag: not a complete trades answer (never read it as "no trades").
-        raise MalformedResponseError("trades response has neither total_results nor has_next",
-                                     method=resp.method, request_id=resp.request_id, shop_id=shop_id)
-    try:
-        raw = unwrap_list(data.get("trades"), "trade")
-    except ValueError as exc:
-        raise MalformedResponseError(str(exc), method=resp.method, request_id=resp.request_id,
-                                     shop_id=shop_id) from None
-    total = data.get("total_results")
-    has_next = data.get("has_next")
-    return TradePage(
+def _page(resp: TopResponse, shape: ListShape, *, shop_id: str, start: datetime, end: datetime,
+          page_no: int, page_size: int) -> Page:
+    # The client already ran parse_body over resp.body; the lake re-reads it with parse_list_body,
+    # which is parse_body followed by this same list_from_response.
+    items, total, has_next = list_from_response(resp.data, shape, method=resp.method, shop_id=shop_id)
+    return Page(
         shop_id=shop_id, method=resp.method, window_start=start, window_end=end, page_no=page_no,
         page_size=page_size, request_id=resp.request_id, fetched_at=utc_now(), body=resp.body,
-        trades=[unwrap_trade(t, keys=("orders",)) for t in raw if isinstance(t, dict)],
-        total_results=int(total) if isinstance(total, int) and not isinstance(total, bool) else None,
-        has_next=has_next if isinstance(has_next, bool) else None)
+        items=items, total_results=total, has_next=has_next)
 
 
 def iter_sold_pages(client: TopClient, *, shop_id: str, session: str, start_created: datetime,
                     end_created: datetime, fields: str, page_size: int = 100,
-                    types: Sequence[str] = ALL_TRADE_TYPES) -> Iterator[TradePage]:
+                    types: Sequence[str] = ALL_TRADE_TYPES) -> Iterator[Page]:
     """Pages of trades created in ``[start_created, end_created)``, forward until ``has_next`` is false."""
     _check_page_size(page_size)
     require_aware(start_created, "start_created")
     require_aware(end_created, "end_created")
     page_no = 1
     while True:
-        resp = client.call(SOLD_GET, {
+        resp = client.call(TRADES_SOLD.method, {
             "fields": fields, "start_created": start_created, "end_created": end_created,
             "type": list(types), "page_no": page_no, "page_size": page_size, "use_has_next": True,
         }, session=session, shop_id=shop_id)
-        page = _page(resp, shop_id=shop_id, start=start_created, end=end_created, page_no=page_no,
-                     page_size=page_size)
+        page = _page(resp, TRADES_SOLD.shape, shop_id=shop_id, start=start_created, end=end_created,
+                     page_no=page_no, page_size=page_size)
         yield page
         if not _more(page):
             return
         page_no += 1
 
 
-def _more(page: TradePage) -> bool:
+def _more(page: Page) -> bool:
     if page.has_next is not None:
         return page.has_next
     if page.total_results is not None:
         return page.page_no * page.page_size < page.total_results
-    return len(page.trades) >= page.page_size
+    return len(page.items) >= page.page_size
 
 
 def iter_increment_pages(client: TopClient, *, shop_id: str, session: str, start_modified: datetime,
                          end_modified: datetime, fields: str, page_size: int = 100,
-                         types: Sequence[str] = ALL_TRADE_TYPES) -> Iterator[TradePage]:
-    """Pages of trades modified in ``[start_modified, end_modified)``, in spans of at most one day.
+                         types: Sequence[str] = ALL_TRADE_TYPES,
+                         api: ListApi = TRADES_INCREMENT) -> Iterator[Page]:
+    """Pages of ``api``'s records (trades by default) modified in ``[start_modified, end_modified)``,
+    in spans of at most one day. ``types`` are trade types, a filter refunds take too.
 
     ``end_modified`` should trail the platform's clock by its visibility lag (the sync layer's
-    safety lag): reverse paging is only loss-free while trades can leave the window but not enter it.
+    safety lag): reverse paging is only loss-free while records can leave the window but not enter it.
     """
     _check_page_size(page_size)
     for span_start, span_end in split_window(start_modified, end_modified, MAX_INCREMENT_SPAN):
         yield from _walk_span(client, shop_id=shop_id, session=session, start=span_start,
-                              end=span_end, fields=fields, page_size=page_size, types=types)
+                              end=span_end, fields=fields, page_size=page_size, types=types, api=api)
 
 
 def _walk_span(client: TopClient, *, shop_id: str, session: str, start: datetime, end: datetime,
-               fields: str, page_size: int, types: Sequence[str]) -> Iterator[TradePage]:
-    def fetch(page_no: int) -> TradePage:
-        resp = client.call(INCREMENT_GET, {
+               fields: str, page_size: int, types: Sequence[str], api: ListApi) -> Iterator[Page]:
+    def fetch(page_no: int) -> Page:
+        resp = client.call(api.method, {
             "fields": fields, "start_modified": start, "end_modified": end, "type": list(types),
             "page_no": page_no, "page_size": page_size, "use_has_next": False,
         }, session=session, shop_id=shop_id)
-        return _page(resp, shop_id=shop_id, start=start, end=end, page_no=page_no, page_size=page_size)
+        return _page(resp, api.shape, shop_id=shop_id, start=start, end=end, page_no=page_no,
+                     page_size=page_size)
 
     first = fetch(1)
     total = _total(first)
@@ -167,7 +177,7 @@ def _walk_span(client: TopClient, *, shop_id: str, session: str, start: datetime
         total = grown  # trades entered the window mid-walk; walk it again so none is skipped
 
 
-def _total(page: TradePage) -> int:
+def _total(page: Page) -> int:
     if page.total_results is None:
         raise MalformedResponseError("increment response without total_results (use_has_next=false)",
                                      method=page.method, request_id=page.request_id,
