@@ -25,6 +25,14 @@ Publishing protocol (why a half-written partition is never taken for a whole one
 3. Readers require the manifest and check the file's size and sha256 against it, hashing the very
    file handle they then read from, so a concurrent re-publish cannot mix two versions.
 
+A writer killed outright (``kill -9``) leaves its temp file behind. Temp names carry the writer's host,
+pid and process start time; the first write into a directory (per ``PageLake``) and ``sweep_temps()``
+remove temps whose writer no longer runs on this host, and temps of other hosts or of unknown writers
+only once untouched for ``STALE_TEMP_AGE`` (see ``sync/lake_files.py``). A live writer's temp stays.
+
+Lake files hold buyer identifiers: data files and manifests are created ``0o600``, the directories
+under the root ``0o700`` (looser ones left by older versions are tightened when next written).
+
 Errors: ``LakeError`` (base) > ``PartitionMissing`` (no manifest: never written, interrupted, or being
 re-published) and ``PartitionCorrupt`` (manifest and data file disagree, or a stored body no longer
 parses).
@@ -35,7 +43,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import os
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,12 +54,19 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ordersync_pipeline.sync.lake_files import (
+    DIR_MODE,
+    STALE_TEMP_AGE,
+    create_private,
+    sweep_directory,
+    temp_name,
+)
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.top.pages import ListShape, Page, parse_list_body
 
 __all__ = ["PageLake", "LakeManifest", "LakeError", "PartitionMissing", "PartitionCorrupt",
-           "PAGE_SCHEMA", "PAGES_PER_ROW_GROUP"]
+           "PAGE_SCHEMA", "PAGES_PER_ROW_GROUP", "STALE_TEMP_AGE"]
 
 # ~50 pages of <= 100 trades: a few MB per row group, large enough to compress well.
 PAGES_PER_ROW_GROUP = 50
@@ -188,6 +202,7 @@ class PageLake:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._prepared: set[Path] = set()  # directories made private and swept by this instance
 
     def __repr__(self) -> str:
         return f"PageLake({str(self.root)!r})"
@@ -207,6 +222,34 @@ class PageLake:
         path = self.partition_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
         return path.with_name(path.name.removesuffix(".parquet") + ".manifest.json")
 
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def sweep_temps(self) -> list[Path]:
+        """Remove temp files left anywhere in the lake by writers that are gone (e.g. ``kill -9``);
+        returns the removed paths. Temps of live writers stay."""
+        removed: list[Path] = []
+        for directory, _, names in os.walk(self.root / "pages"):
+            removed += sweep_directory(Path(directory), names)
+        return removed
+
+    def _prepare(self, directory: Path) -> None:
+        """Create ``directory`` and its parents under the root owner-only, tighten looser ones this
+        user owns, and sweep stale temps from it; once per directory per instance."""
+        if directory in self._prepared and directory.is_dir():
+            return
+        self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        parts = directory.relative_to(self.root).parts
+        for depth in range(1, len(parts) + 1):
+            path = self.root.joinpath(*parts[:depth])
+            try:
+                path.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                info = path.stat()
+                if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                    path.chmod(DIR_MODE)
+        sweep_directory(directory)
+        self._prepared.add(directory)
+
     # -- write ----------------------------------------------------------------------------------
 
     def write_partition(self, *, shop_id: str, stream: str, partition_key: str,
@@ -218,8 +261,8 @@ class PageLake:
         """
         target = self.partition_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
         manifest_path = self.manifest_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        self._prepare(target.parent)
+        temp = target.with_name(temp_name(target.name))
         try:
             page_count, item_count, windows = self._write_pages(temp, shop_id, pages)
             with open(temp, "rb") as handle:
@@ -239,7 +282,7 @@ class PageLake:
         page_count = item_count = 0
         windows: dict[tuple[datetime, datetime], None] = {}  # an ordered set
         buffer = _PageBuffer()
-        with open(temp, "wb") as sink:
+        with create_private(temp) as sink:
             # Dictionary encoding and statistics are useless on the body column and cost memory.
             with pq.ParquetWriter(sink, PAGE_SCHEMA, compression="zstd", use_dictionary=_SMALL_COLUMNS,
                                   write_statistics=_SMALL_COLUMNS) as writer:
@@ -263,9 +306,9 @@ class PageLake:
         # a file the manifest does not describe.
         manifest_path.unlink(missing_ok=True)
         os.replace(temp, target)
-        manifest_temp = manifest_path.with_name(f".{manifest_path.name}.{uuid.uuid4().hex}.tmp")
+        manifest_temp = manifest_path.with_name(temp_name(manifest_path.name))
         try:
-            with open(manifest_temp, "wb") as handle:
+            with create_private(manifest_temp) as handle:
                 handle.write(manifest.to_json())
                 handle.flush()
                 os.fsync(handle.fileno())
