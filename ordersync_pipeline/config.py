@@ -70,6 +70,8 @@ class SyncSettings(BaseModel):
     # Length of an increment partition; must divide an hour (the partitions follow a */N cron).
     incremental_minutes: int = Field(default=15, ge=5, le=60)
     overlap_minutes: int = Field(default=5, ge=0, le=60)
+    # How far behind now an increment window must end before it is fetched: must be at least the
+    # platform's maximum visibility lag; see docs/architecture.md ("Completeness").
     safety_lag_minutes: int = Field(default=3, ge=0, le=60)
     page_size: int = Field(default=100, ge=1, le=100)
     # Partitions fetched at once within a run; the shared rate budget still caps calls per minute.

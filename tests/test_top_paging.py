@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ordersync_pipeline.timeutil import GMT8, format_top_time, parse_top_time
 from ordersync_pipeline.top.client import TopClient
-from ordersync_pipeline.top.errors import MalformedResponseError
+from ordersync_pipeline.top.errors import MalformedResponseError, UnstableWindowError
 from ordersync_pipeline.top.pages import TRADES, parse_list_body
 from ordersync_pipeline.top.paging import (
     ALL_TRADE_TYPES,
@@ -47,6 +47,8 @@ class FakeShop:
                                 "modified": format_top_time(at),
                                 "orders": {"order": [{"oid": tid, "status": "WAIT_SELLER_SEND_GOODS"}]}})
         self.before_request: Callable[[FakeShop, dict[str, str]], None] | None = None
+        # How trades stamped in the same second are ordered (TOP does not document it).
+        self.ties_by_tid_desc = True
 
     def handle(self, p: dict[str, str]) -> tuple[int, bytes]:
         if self.before_request:
@@ -54,8 +56,9 @@ class FakeShop:
         field = "created" if p["method"] == SOLD_GET else "modified"
         lo = p["start_created" if field == "created" else "start_modified"]
         hi = p["end_created" if field == "created" else "end_modified"]
-        hits = sorted((t for t in self.trades if lo <= t[field] <= hi), key=lambda t: (t[field], t["tid"]),
-                      reverse=True)
+        sign = 1 if self.ties_by_tid_desc else -1
+        hits = sorted((t for t in self.trades if lo <= t[field] <= hi),
+                      key=lambda t: (t[field], sign * t["tid"]), reverse=True)
         size, page_no = int(p["page_size"]), int(p["page_no"])
         page = hits[(page_no - 1) * size: page_no * size]
         inner: dict[str, Any] = {"request_id": f"r{page_no}"}
@@ -217,6 +220,223 @@ def test_reverse_paging_under_drift_loses_nothing_and_forward_paging_does() -> N
         seen = set(_forward_increment(_client(gw.url), 50))
     lost = forward_shop.in_window(START, END) - seen
     assert lost, "forward paging under drift should skip trades"
+
+
+# -- increment.get: rows entering the window mid-walk (issue 6, item 3) -------------------------------------
+
+def _spaced_shop(n: int, *, seconds_apart: int = 60) -> FakeShop:
+    """``n`` trades in the window, newest first at END - 1 min, ``seconds_apart`` apart (0: all tied)."""
+    shop = FakeShop(0)
+    for i in range(n):
+        at = format_top_time(END - timedelta(minutes=1) - timedelta(seconds=seconds_apart * i))
+        tid = 3_800_000_000_000_000_000 + i
+        shop.trades.append({"tid": tid, "type": "fixed", "created": at, "modified": at, "orders": []})
+    return shop
+
+
+def _newest_first(shop: FakeShop) -> list[dict[str, Any]]:
+    lo, hi = format_top_time(START), format_top_time(END)
+    return sorted((t for t in shop.trades if lo <= t["modified"] <= hi),
+                  key=lambda t: (t["modified"], t["tid"]), reverse=True)
+
+
+Hook = Callable[[FakeShop, dict[str, str]], None]
+
+
+def _on_request(number: int, action: Callable[[FakeShop], None]) -> Hook:
+    """Run ``action`` just before the ``number``-th request (1-based)."""
+    seen = {"n": 0}
+
+    def hook(shop: FakeShop, params: dict[str, str]) -> None:
+        seen["n"] += 1
+        if seen["n"] == number:
+            action(shop)
+
+    return hook
+
+
+def _enter_new(shop: FakeShop, at: datetime) -> int:
+    """A trade not seen before becomes visible, stamped ``at``; returns its tid."""
+    tid = 3_900_000_000_000_000_000 + len(shop.trades)
+    stamp = format_top_time(at)
+    shop.trades.append({"tid": tid, "type": "fixed", "created": stamp, "modified": stamp, "orders": []})
+    return tid
+
+
+def _leave(trade: dict[str, Any]) -> None:
+    trade["modified"] = format_top_time(END + timedelta(hours=2))  # modified again, after the window
+
+
+def _walk(shop: FakeShop, page_size: int) -> tuple[list[Any], CannedGateway]:
+    with CannedGateway(shop.handle) as gw:
+        pages = list(iter_increment_pages(_client(gw.url), shop_id="s1", session="sess",
+                                          start_modified=START, end_modified=END, fields="tid",
+                                          page_size=page_size))
+    return pages, gw
+
+
+@pytest.mark.parametrize("scenario", ["one enters and one leaves", "one moves to the newest place"])
+def test_a_row_entering_between_pages_3_and_2_is_not_lost(scenario: str) -> None:
+    # 10 trades, pages of 3: count call, then pages 4, 3, 2, 1. Between pages 3 and 2 (before the
+    # 4th request) the window gains a newest row and loses an already-read one (or one old row moves
+    # to the top): the total stays 10, rows 1-7 shift one place toward the end, and the unread
+    # row 6 slides onto page 3, already read. The original pager returned without it.
+    shop = _spaced_shop(10)
+    at_start = {t["tid"] for t in shop.trades}
+    entered: set[int] = set()
+    eighth = _newest_first(shop)[7]
+
+    def change(s: FakeShop) -> None:
+        if scenario == "one enters and one leaves":
+            entered.add(_enter_new(s, END - timedelta(seconds=10)))
+            _leave(eighth)  # row 8 (page 3, already read) leaves
+        else:
+            eighth["modified"] = format_top_time(END - timedelta(seconds=10))
+
+    shop.before_request = _on_request(4, change)
+    pages, gw = _walk(shop, 3)
+    assert at_start | entered <= set(_tids(pages))
+    page_ones = [r for r in gw.requests if r["page_no"] == "1"]
+    assert len(page_ones) == 3  # count, end of walk 1, end of walk 2 (the change was seen, walked again)
+    assert [p.page_no for p in pages] == [4, 3, 2, 1, 4, 3, 2, 1]
+
+
+@pytest.mark.parametrize("ties_by_tid_desc", [True, False])
+def test_pure_leaves_never_cause_a_rewalk(ties_by_tid_desc: bool) -> None:
+    # Pairs of trades share a second, so a row coming up from page 2 into page 1 can tie page 1's
+    # oldest row; whichever way the platform orders ties, leaves alone must not trigger a re-walk.
+    shop = FakeShop(0)
+    shop.ties_by_tid_desc = ties_by_tid_desc
+    for i in range(21):
+        at = format_top_time(END - timedelta(minutes=1 + i // 2))
+        shop.trades.append({"tid": 3_800_000_000_000_000_000 + i, "type": "fixed", "created": at,
+                            "modified": at, "orders": []})
+    rng = random.Random(4)
+    calls = {"n": 0}
+
+    def leave_some(s: FakeShop, params: dict[str, str]) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:  # after the count call, one or two rows leave before every read
+            inside = _newest_first(s)
+            _leave(inside[0])  # page 1's newest row, so page 1 changes on every read
+            if rng.random() < 0.5:
+                _leave(rng.choice(inside[1:]))
+
+    shop.before_request = leave_some
+    pages, gw = _walk(shop, 3)
+    assert len(gw.requests) == 1 + 7  # count + pages 7..1, once
+    assert shop.in_window(START, END) <= set(_tids(pages))
+
+
+def test_pure_leaves_of_page_one_with_a_tie_at_its_boundary_do_not_rewalk() -> None:
+    # Rows 3 and 4 share a second. Row 1 leaves just before the final read of page 1, so row 4 (a
+    # (tid, modified) the first read of page 1 did not hold, tied with its oldest row) comes up.
+    for ties_by_tid_desc in (True, False):
+        shop = _spaced_shop(10)
+        shop.ties_by_tid_desc = ties_by_tid_desc
+        rows = _newest_first(shop)
+        rows[3]["modified"] = rows[2]["modified"]
+        newest = _newest_first(shop)[0]
+        shop.before_request = _on_request(5, lambda s: _leave(newest))
+        pages, gw = _walk(shop, 3)
+        assert len(gw.requests) == 5, ties_by_tid_desc
+        assert shop.in_window(START, END) <= set(_tids(pages))
+
+
+def test_a_window_that_never_settles_raises_a_retryable_error_after_three_walks() -> None:
+    shop = _spaced_shop(10)
+    clock = {"s": 0}
+
+    def new_trade_every_call(s: FakeShop, params: dict[str, str]) -> None:
+        clock["s"] += 1
+        _enter_new(s, END - timedelta(minutes=1) + timedelta(seconds=clock["s"]))
+
+    shop.before_request = new_trade_every_call
+    with CannedGateway(shop.handle) as gw:
+        pages = iter_increment_pages(_client(gw.url), shop_id="s1", session="sess", start_modified=START,
+                                     end_modified=END, fields="tid", page_size=3)
+        yielded = []
+        with pytest.raises(UnstableWindowError) as info:
+            for page in pages:
+                yielded.append(page)
+    err = info.value
+    assert err.retryable and err.shop_id == "s1" and err.method == INCREMENT_GET
+    assert "of shop s1 was still changing after 3 walks" in str(err) and "retried later" in str(err)
+    assert "2024-06-18T00:00:00+08:00..2024-06-18T01:00:00+08:00" in str(err)
+    assert "safety_lag_minutes" in str(err)
+    assert [r["page_no"] for r in gw.requests].count("1") == 4  # the count read + one per walk
+    assert [p.page_no for p in yielded].count(1) == 3
+
+
+def test_a_rewalk_that_shrinks_to_one_page_stops_there() -> None:
+    # Rows enter (detected) but so many leave that page 1's final read holds the whole window.
+    shop = _spaced_shop(6)
+
+    def change(s: FakeShop) -> None:
+        for trade in _newest_first(s)[1:]:
+            _leave(trade)
+        _enter_new(s, END - timedelta(seconds=5))
+
+    shop.before_request = _on_request(3, change)  # between pages 2 and 1
+    pages, gw = _walk(shop, 3)
+    assert len(gw.requests) == 3  # count, page 2, page 1: no second walk, though a row entered
+    assert shop.in_window(START, END) <= set(_tids(pages))
+
+
+def test_entry_detection_asks_for_tid_and_modified() -> None:
+    shop = _spaced_shop(10)
+    _, gw = _walk(shop, 3)
+    assert {r["fields"] for r in gw.requests} == {"tid,modified"}
+    with CannedGateway(shop.handle) as gw:
+        list(iter_increment_pages(_client(gw.url), shop_id="s1", session="sess", start_modified=START,
+                                  end_modified=END, fields="modified, tid,status", page_size=3))
+    assert {r["fields"] for r in gw.requests} == {"modified, tid,status"}  # both there: sent as given
+
+
+def _churn(shop: FakeShop, rng: random.Random) -> Hook:
+    """Before a request, sometimes a late-visible change arrives (newest, as with a fixed visibility
+    lag), and 0-2 rows present at the start leave. An entry that leaves again before the final read
+    of page 1 is the documented blind spot (see ``_walk_span``), so entries never leave here."""
+    at_start = {t["tid"] for t in shop.trades}
+    state = {"t": 0}
+
+    def churn(s: FakeShop, params: dict[str, str]) -> None:
+        while rng.random() < 0.12:
+            state["t"] += 1
+            _enter_new(s, END - timedelta(seconds=50) + timedelta(seconds=state["t"]))
+        inside = [t for t in s.trades if t["tid"] in at_start and t["modified"] <= format_top_time(END)]
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            if inside:
+                _leave(inside.pop(rng.randrange(len(inside))))
+
+    return churn
+
+
+def test_entries_at_the_top_and_leaves_anywhere_lose_nothing() -> None:
+    # 300 random interleavings on one gateway: every row in the window when the walk ends (entries
+    # included) was yielded, or the window raised UnstableWindowError to be retried.
+    outcomes = {"complete": 0, "unstable": 0, "rewalked": 0}
+    with CannedGateway(lambda params: (500, b"")) as gw:
+        client = _client(gw.url)
+        for seed in range(300):
+            rng = random.Random(seed)
+            shop = _spaced_shop(rng.randint(4, 40), seconds_apart=rng.choice([0, 1, 60]))
+            shop.before_request = _churn(shop, rng)
+            gw.handler = shop.handle
+            before = len(gw.requests)
+            seen: set[int] = set()
+            try:
+                for page in iter_increment_pages(client, shop_id="s1", session="sess", start_modified=START,
+                                                 end_modified=END, fields="tid", page_size=rng.randint(1, 7)):
+                    seen |= {t["tid"] for t in page.items}
+            except UnstableWindowError:
+                outcomes["unstable"] += 1
+                continue
+            assert shop.in_window(START, END) <= seen, seed
+            outcomes["complete"] += 1
+            page_ones = [r for r in gw.requests[before:] if r["page_no"] == "1"]
+            outcomes["rewalked"] += len(page_ones) > 2
+    assert outcomes["complete"] > 200 and outcomes["rewalked"] > 60 and outcomes["unstable"], outcomes
 
 
 def test_increment_page_without_total_is_malformed() -> None:

@@ -4,6 +4,7 @@
 TopError                      code, sub_code, msg, sub_msg, request_id, method, shop_id; .retryable
  ├── TransportError           connection error, timeout, HTTP 5xx (retryable; other HTTP statuses not)
  ├── MalformedResponseError   truncated / not JSON / not the expected envelope (retryable)
+ ├── UnstableWindowError      the pager: an increment window kept changing while paged (retryable later)
  ├── RateLimitedError         code 7 (and 15 + isp.call-limited): .ban_seconds, .daily_quota
  ├── SessionError             credentials: fix configuration or re-authorise, never retry
  │    ├── InvalidSignatureError   code 25
@@ -30,7 +31,7 @@ __all__ = [
     "TopError", "TransportError", "MalformedResponseError", "RateLimitedError", "SessionError",
     "InvalidSignatureError", "MissingSessionError", "InvalidSessionError", "InvalidArgumentsError",
     "ServerError", "BusinessError", "PlatformError", "classify", "DAILY_QUOTA_SUB_CODE",
-    "NON_RETRYABLE_ISP",
+    "NON_RETRYABLE_ISP", "UnstableWindowError",
 ]
 
 # The app key's daily quota: the ban lasts until the quota resets (hours), unlike the per-API bans.
@@ -86,6 +87,17 @@ class TransportError(TopError):
 
 class MalformedResponseError(TopError):
     """The body is not a complete TOP envelope for this method; never treated as an empty result."""
+
+    retryable = True
+
+
+class UnstableWindowError(TopError):
+    """Rows kept entering an increment window while it was paged, walk after walk.
+
+    Raised by the pager, not by a single call: no answer was wrong, but the pages read may not add up
+    to the whole window. Retryable: a later run finds the window settled (if it never settles, the
+    safety lag is shorter than the platform's visibility lag).
+    """
 
     retryable = True
 

@@ -25,7 +25,7 @@ from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.top.client import TopClient, TopResponse
 from ordersync_pipeline.top.envelope import unwrap_trade
-from ordersync_pipeline.top.errors import MalformedResponseError
+from ordersync_pipeline.top.errors import MalformedResponseError, UnstableWindowError
 from ordersync_pipeline.top.pages import REFUNDS, TRADES, ListShape, Page, list_from_response
 
 __all__ = ["ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "REFUNDS_RECEIVE_GET", "FULLINFO_GET",
@@ -50,8 +50,9 @@ ALL_TRADE_TYPES: tuple[str, ...] = (
     "taohua", "waimai", "o2o_offlinetrade", "nopaid", "eticket", "tmall_i18n", "insurance_plus",
     "finance", "pre_auth_type", "lazada", "fenxiao",
 )
-# A re-walk of a span when its total grew while we paged is bounded: growth means trades entered
-# a window that should already be settled, which the caller's safety lag is meant to prevent.
+# Walks of one span before giving up with ``UnstableWindowError``. A re-walk means rows entered a
+# window that should already be settled (the caller's safety lag is meant to prevent that), so a
+# span still changing after three walks is retried later rather than walked on and on.
 _MAX_WALKS = 3
 
 
@@ -61,12 +62,13 @@ class ListApi:
 
     method: str
     shape: ListShape
+    key: str = "tid"              # the record's id: with ``modified`` it tells entries from leaves
 
 
 TRADES_SOLD = ListApi(SOLD_GET, TRADES)
 TRADES_INCREMENT = ListApi(INCREMENT_GET, TRADES)
 # Sorted by modified desc like the trades increment, so the same reverse walk applies.
-REFUNDS_RECEIVE = ListApi(REFUNDS_RECEIVE_GET, REFUNDS)
+REFUNDS_RECEIVE = ListApi(REFUNDS_RECEIVE_GET, REFUNDS, key="refund_id")
 
 
 def split_window(start: datetime, end: datetime, max_span: timedelta) -> list[tuple[datetime, datetime]]:
@@ -136,8 +138,15 @@ def iter_increment_pages(client: TopClient, *, shop_id: str, session: str, start
     """Pages of ``api``'s records (trades by default) modified in ``[start_modified, end_modified)``,
     in spans of at most one day. ``types`` are trade types, a filter refunds take too.
 
-    ``end_modified`` should trail the platform's clock by its visibility lag (the sync layer's
-    safety lag): reverse paging is only loss-free while records can leave the window but not enter it.
+    Completeness rests on the caller's safety lag: ``end_modified`` must trail the platform's clock
+    by at least the platform's maximum visibility lag (``sync.safety_lag_minutes``). Then every change
+    stamped before ``end_modified`` is visible before the walk starts, rows can only LEAVE the window
+    while it is paged, and reverse paging is loss-free. If the lag is longer than that, changes ENTER
+    the window mid-walk; ``_walk_span`` detects the entries it can see on page 1 and walks the span
+    again (raising ``UnstableWindowError`` when it will not settle), and the next window's overlap
+    re-reads changes that became visible only after this window was fetched, which suffices while
+    ``max visibility lag <= safety lag + overlap``. ``fields`` always gets the record key and
+    ``modified`` added: the entry check needs them. See docs/architecture.md ("Completeness").
     """
     _check_page_size(page_size)
     for span_start, span_end in split_window(start_modified, end_modified, MAX_INCREMENT_SPAN):
@@ -147,34 +156,102 @@ def iter_increment_pages(client: TopClient, *, shop_id: str, session: str, start
 
 def _walk_span(client: TopClient, *, shop_id: str, session: str, start: datetime, end: datetime,
                fields: str, page_size: int, types: Sequence[str], api: ListApi) -> Iterator[Page]:
+    """Every page of one span, last page first and page 1 last, walked again while rows enter.
+
+    Results are sorted by ``modified`` desc. While we page, a trade in the window can be modified
+    again: its new ``modified`` is past ``end``, so it LEAVES the window and every row behind it moves
+    one place toward page 1. Walking forward, such a shift slides an unread row onto a page already
+    read: lost. Walking backward, it only slides an already-read row onto a page not yet read: a
+    duplicate, which upserts absorb. Page 1 is therefore read again last; the first read only told us
+    how many pages there are (and what page 1 held).
+
+    A row ENTERS when a change becomes visible mid-walk (a new trade, a trade modified into the
+    window, or a trade moved to a newer place inside it). An entry pushes every row behind it one
+    place toward the last page, so an unread row at a page boundary can slide onto a page already
+    read. Entries are the only way to lose a row, so the span is walked again when the two reads of
+    page 1 (``first``, ``last``) show one:
+
+    Detected (walk again):
+      1. ``last``'s total is larger than ``first``'s: more entries than leaves.
+      2. A row of ``last`` that ``first`` did not hold (a new ``(tid, modified)``) sits above a row that
+         ``first`` did hold. Leaves keep the relative order of the rows that stay, and a row coming up
+         from page 2 was below all of ``first``'s rows, so only an entry can be there.
+      3. A new row of ``last`` is newer than ``first``'s oldest row. Rows coming up from page 2 are
+         never newer than that. (A newest row of ``last`` that ``first`` did not hold is an instance
+         of 2 or 3 unless every row of ``first`` left, which leaves alone explain.)
+      So every entry still on page 1 at the final read is seen, except one stamped in the same
+      second as ``first``'s oldest row that ends below every row kept from ``first`` (it cannot be
+      told from a page-2 row tied with it). Rules 2 and 3 assume nothing about how TOP orders rows
+      stamped in the same second, only that it orders them the same way on every call.
+
+    Not detected, when leaves keep the total from growing:
+      a. an entry that lands below page 1 (older than the page-size newest rows, i.e. a change that
+         became visible later than newer ones, deeper than one page);
+      b. an entry that leaves again (is modified past ``end``) before the final read of page 1;
+      c. the same-second tie named above.
+    All three need an entry, and entries need a change stamped before ``end`` that was not yet
+    visible when the walk started: with ``end`` trailing the platform's clock by at least its
+    maximum visibility lag (the safety lag), there are none, and leaves alone never lose a row.
+    Pure leaves never cause a re-walk (a busy shop's newest trades change all the time and a walk
+    costs every page again). A span still changing after ``_MAX_WALKS`` walks raises the retryable
+    ``UnstableWindowError`` instead of returning, so the partition is not marked complete.
+    """
     def fetch(page_no: int) -> Page:
         resp = client.call(api.method, {
-            "fields": fields, "start_modified": start, "end_modified": end, "type": list(types),
-            "page_no": page_no, "page_size": page_size, "use_has_next": False,
+            "fields": _with_key_fields(fields, api.key), "start_modified": start, "end_modified": end,
+            "type": list(types), "page_no": page_no, "page_size": page_size, "use_has_next": False,
         }, session=session, shop_id=shop_id)
         return _page(resp, api.shape, shop_id=shop_id, start=start, end=end, page_no=page_no,
                      page_size=page_size)
 
     first = fetch(1)
-    total = _total(first)
-    if total <= page_size:
+    if _total(first) <= page_size:
         yield first  # everything fit in one page: one call for the span
         return
-    # Results are sorted by ``modified`` desc. While we page, a trade in the window can be modified
-    # again: its new ``modified`` is past ``end``, so it leaves the window and every trade behind it
-    # moves one place toward page 1. Walking forward, such a shift slides an unread trade onto a page
-    # already read: lost. Walking backward (last page first), a shift only slides an already-read
-    # trade onto a page not yet read: a duplicate, which upserts absorb. Page 1 is therefore read
-    # again last; the first read only told us how many pages there are.
     for _ in range(_MAX_WALKS):
-        for page_no in range(math.ceil(total / page_size), 1, -1):
+        for page_no in range(math.ceil(_total(first) / page_size), 1, -1):
             yield fetch(page_no)
         last = fetch(1)
         yield last
-        grown = _total(last)
-        if grown <= total:
+        # A total that now fits in one page means ``last`` alone held every row: nothing can be lost.
+        if _total(last) <= page_size or not _changed(first, last, api.key):
             return
-        total = grown  # trades entered the window mid-walk; walk it again so none is skipped
+        first = last  # rows entered mid-walk: walk again, counting pages from the newest read
+    raise UnstableWindowError(
+        f"window {start.isoformat()}..{end.isoformat()} of shop {shop_id} was still changing after "
+        f"{_MAX_WALKS} walks (rows kept entering it); retried later. If this repeats, the platform's "
+        f"visibility lag exceeds sync.safety_lag_minutes: raise it.",
+        method=api.method, request_id=first.request_id, shop_id=shop_id)
+
+
+def _with_key_fields(fields: str, key: str) -> str:
+    """``fields`` plus the record key and ``modified`` when missing (the entry check compares both)."""
+    names = {f.strip() for f in fields.split(",")}
+    missing = [k for k in (key, "modified") if k not in names]
+    return ",".join([fields, *missing]) if missing else fields
+
+
+def _row_key(record: Any, key: str) -> tuple[str, str]:
+    """(modified, record key) as text; TOP's ``yyyy-MM-dd HH:mm:ss`` sorts chronologically as text."""
+    if not isinstance(record, dict):
+        return "", ""
+    return str(record.get("modified") or ""), str(record.get(key) or "")
+
+
+def _changed(first: Page, last: Page, key: str) -> bool:
+    """Did rows enter the span between two reads of page 1? (Rules 1-3 of ``_walk_span``.)"""
+    if _total(last) > _total(first):
+        return True
+    before = {_row_key(t, key) for t in first.items}
+    oldest = min((key[0] for key in before), default="")
+    kept_below = False  # a row of ``first`` seen further down ``last`` (scanning bottom up)
+    for record in reversed(last.items):
+        row = _row_key(record, key)
+        if row in before:
+            kept_below = True
+        elif kept_below or row[0] > oldest:
+            return True
+    return False
 
 
 def _total(page: Page) -> int:
