@@ -6,6 +6,9 @@
     ordersync dev                     the Dagster UI on the same instance and warehouse
 
 Heavy imports (Dagster, SQLAlchemy) happen inside the commands so ``--help`` stays instant.
+
+Errors an operator can act on (configuration, warehouse, TOP credentials, ...) end as one line
+``Error: ...`` and exit status 1; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,14 +17,41 @@ import os
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ordersync_pipeline.config import ENV_CONFIG, ConfigError, load_config
 
 
+def _operator_errors() -> tuple[type[BaseException], ...]:
+    """What a person fixes or waits out, rather than a bug. Imported only once something failed."""
+    import sqlalchemy as sa
+    from pydantic import ValidationError
+
+    from ordersync_pipeline.sync.lake import LakeError
+    from ordersync_pipeline.top.errors import TopError
+    from ordersync_pipeline.warehouse.connect import WarehouseError
+
+    return (ConfigError, ValidationError, WarehouseError, TopError, LakeError, sa.exc.OperationalError,
+            PermissionError)
+
+
 class LazySimulatorGroup(click.Group):
-    """Mounts ``ordersync simulator`` without importing the simulator for other commands."""
+    """Mounts ``ordersync simulator`` without importing the simulator for other commands, and turns
+    operator errors raised by any command into one ``Error:`` line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, _operator_errors()):
+                raise
+            from ordersync_pipeline.failures import describe
+
+            raise click.ClickException(describe(exc)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*super().list_commands(ctx), "simulator"]
@@ -42,31 +72,48 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def _local_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO date or datetime, Asia/Shanghai when it has no offset; a typo is a usage error (exit 2)."""
+    if value is None:
+        return None
     from ordersync_pipeline.timeutil import parse_local_time
 
-    return None if value is None else parse_local_time(value)
+    try:
+        return parse_local_time(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date or time: give e.g. 2026-11-30 or "
+                                 "2026-11-30T10:00 (Asia/Shanghai unless an offset such as +08:00 is given)"
+                                 ) from None
 
 
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar=ENV_CONFIG, required=True, help="ordersync configuration file (YAML).")
-@click.option("--from", "from_", metavar="TIME", help="Only windows from this time (ISO; Asia/Shanghai if naive).")
-@click.option("--to", "to", metavar="TIME", help="Only windows before this time (ISO; Asia/Shanghai if naive).")
-def sync(config_path: Path, from_: str | None, to: str | None) -> None:
+@click.option("--from", "from_", metavar="TIME", callback=_local_time,
+              help="Only windows from this time (ISO; Asia/Shanghai if naive).")
+@click.option("--to", "to", metavar="TIME", callback=_local_time,
+              help="Only windows before this time (ISO; Asia/Shanghai if naive).")
+def sync(config_path: Path, from_: datetime | None, to: datetime | None) -> None:
     """Bring the warehouse up to date: historical load where nothing is synced yet, then every closed
     increment partition up to now minus the safety lag. Exits non-zero if anything failed."""
-    try:
-        load_config(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    load_config(config_path)
     os.environ[ENV_CONFIG] = str(config_path.resolve())
+    _check_warehouse()
     from ordersync_pipeline.defs.operate import run_sync
 
-    report = run_sync(start=_parse_time(from_), end=_parse_time(to), echo=click.echo)
+    report = run_sync(start=from_, end=to, echo=click.echo)
     click.echo(report.render())
     if not report.success:
         raise SystemExit(1)
+
+
+def _check_warehouse() -> None:
+    """Connect to the warehouse and migrate it before any run: a warehouse that is down or
+    misconfigured then fails here, in one line, rather than in every partition of a run."""
+    from ordersync_pipeline.config import warehouse_url
+    from ordersync_pipeline.warehouse.connect import open_warehouse
+
+    open_warehouse(warehouse_url()).dispose()
 
 
 @main.command()

@@ -12,14 +12,18 @@ SQLite lock file when unset).
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
+from ordersync_pipeline.timeutil import parse_local_time
 from ordersync_pipeline.top.signing import SIGN_METHODS
 
 ENV_WAREHOUSE_URL = "ORDERSYNC_WAREHOUSE_URL"
@@ -27,6 +31,11 @@ ENV_HOME = "ORDERSYNC_HOME"
 ENV_REDIS_URL = "ORDERSYNC_REDIS_URL"
 ENV_CONFIG = "ORDERSYNC_CONFIG"
 DEFAULT_HOME = ".ordersync"
+# ORDERSYNC_HOME holds the warehouse, the page lake and Dagster's storage (buyer identifiers).
+HOME_MODE = 0o700
+# pydantic's own error text quotes the input (``input_value=...``), which may be a secret; our models
+# never show it, and ``format_validation_error`` builds messages from the structured errors instead.
+_MODEL_CONFIG = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class ConfigError(ValueError):
@@ -40,7 +49,8 @@ def _resolve_secret(inline: SecretStr | None, env_name: str | None, what: str,
     if env_name:
         value = environ.get(env_name)
         if not value:
-            raise ConfigError(f"{what}: environment variable {env_name} is not set")
+            raise ConfigError(f"{what}: environment variable {env_name} is not set; export it in the "
+                              "environment that runs ordersync (or fix the name in the configuration)")
         return SecretStr(value)
     raise ConfigError(f"{what}: give either an inline value or the name of an environment variable")
 
@@ -48,7 +58,7 @@ def _resolve_secret(inline: SecretStr | None, env_name: str | None, what: str,
 class ShopConfig(BaseModel):
     """One seller shop. ``shop_id`` is ordersync's own stable name for it (a partition key)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL_CONFIG
 
     shop_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     seller_nick: str
@@ -64,7 +74,7 @@ _DEFAULT_DETAIL_REASONS: list[Literal["incomplete", "presale", "buyer_message"]]
 
 
 class SyncSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL_CONFIG
 
     history_days: int = Field(default=90, ge=1, le=90)
     # Length of an increment partition; must divide an hour (the partitions follow a */N cron).
@@ -98,9 +108,25 @@ class SyncSettings(BaseModel):
             raise ValueError("incremental_minutes must divide 60 (5, 6, 10, 12, 15, 20, 30 or 60)")
         return value
 
+    @field_validator("start", mode="before")
+    @classmethod
+    def _iso_start(cls, value: object) -> object:
+        # YAML reads an unquoted 2026-11-30 as a date (and 2026-11-30 10:00:00 as a datetime).
+        if isinstance(value, date):
+            value = value.isoformat()
+        if isinstance(value, str):
+            try:
+                parse_local_time(value)
+            except ValueError:
+                raise ValueError(
+                    f"start must be an ISO date (2026-11-30) or date and time (2026-11-30T10:00, "
+                    f"optionally with an offset such as +08:00; Asia/Shanghai when none), got {value!r}"
+                ) from None
+        return value
+
 
 class OrdersyncConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _MODEL_CONFIG
 
     gateway: str
     app_key: str
@@ -111,6 +137,14 @@ class OrdersyncConfig(BaseModel):
     rate_limit_per_minute: int = Field(default=300, ge=1)
     shops: list[ShopConfig] = Field(min_length=1)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_url(cls, value: str) -> str:
+        # The client's own check: imported here so `ordersync --help` does not load requests.
+        from ordersync_pipeline.top.client import check_gateway_url
+
+        return check_gateway_url(value)
 
     @field_validator("sign_method")
     @classmethod
@@ -138,20 +172,105 @@ class OrdersyncConfig(BaseModel):
 
 
 def load_config(path: str | os.PathLike[str]) -> OrdersyncConfig:
-    """Read and validate a configuration file; errors name the file and the offending key."""
+    """Read and validate a configuration file; errors name the file and the offending key, on one
+    line, and never quote a secret."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"configuration file {p} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration file {p} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"configuration file {p} must hold a mapping at the top level")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {p} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                          f"offset {exc.start}): give the ordersync YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {p}: {exc.strerror or type(exc).__name__}") from None
     try:
-        return OrdersyncConfig.model_validate(raw)
-    except ValueError as exc:
-        raise ConfigError(f"configuration file {p}: {exc}") from None
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {p} is not valid YAML: {_yaml_problem(exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"configuration file {p} must hold a mapping (key: value lines) at the top level")
+    return parse_config(raw, source=f"configuration file {p}")
+
+
+def parse_config(data: Mapping[str, Any], *, source: str = "configuration") -> OrdersyncConfig:
+    """Validate configuration data; a ``ConfigError`` names ``source`` and each offending key."""
+    try:
+        return OrdersyncConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the offending line: PyYAML's own text quotes it, secret and all."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return where + (exc.problem or exc.context or type(exc).__name__)
+    if isinstance(exc, yaml.reader.ReaderError):
+        if isinstance(exc.character, int):
+            return f"unacceptable character #x{exc.character:04x} at position {exc.position}"
+        return f"undecodable byte at position {exc.position}"
+    return type(exc).__name__
+
+
+# Keys whose values are never secret, by path with list indices left out. An offending value is
+# quoted only for these: a secret field's value, and any unknown key's (a misspelt ``app_secret``),
+# never is.
+_SHOWN_VALUES = frozenset({
+    ("gateway",), ("app_key",), ("app_secret_env",), ("sign_method",), ("timeout_seconds",),
+    ("rate_limit_per_minute",), ("shops", "shop_id"), ("shops", "seller_nick"), ("shops", "session_env"),
+    *(("sync", name) for name in SyncSettings.model_fields),
+})
+_MAX_SHOWN = 80
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line for all of pydantic's errors: key path and problem, a value only where it is safe."""
+    problems = [_format_error(error) for error in exc.errors(include_url=False)]
+    head = f"{len(problems)} problems: " if len(problems) > 1 else ""
+    return head + "; ".join(problems)
+
+
+def _format_error(error: ErrorDetails) -> str:
+    loc = error["loc"]
+    where = _key_path(loc)
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where!r}{_did_you_mean(loc)}"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "string_type" and isinstance(error.get("input"), int | float):
+        message += " (put the value in quotes in the YAML file)"
+    if tuple(p for p in loc if isinstance(p, str)) in _SHOWN_VALUES and "input" in error:
+        shown = repr(error["input"])
+        if shown not in message:  # our own validators name the value already
+            message += f" (got {shown[:_MAX_SHOWN]}{'...' if len(shown) > _MAX_SHOWN else ''})"
+    leaf = f"{loc[-1]} " if loc else ""
+    if leaf and message.startswith(leaf):  # "gateway must be ..." reads on without "gateway: "
+        return f"{where} {message.removeprefix(leaf)}"
+    return f"{where}: {message}" if where else message
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """Known keys at the unknown key's level, closest first (keys, not values: nothing secret)."""
+    parent = tuple(part for part in loc[:-1] if isinstance(part, str))
+    model = _MODELS_AT.get(parent)
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(model.model_fields)})"
+
+
+_MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
+    (): OrdersyncConfig, ("shops",): ShopConfig, ("sync",): SyncSettings}
 
 
 def config_to_yaml(config: OrdersyncConfig, *, header: str = "") -> str:
@@ -180,8 +299,16 @@ def write_config(config: OrdersyncConfig, path: str | os.PathLike[str], *, heade
 
 
 def ordersync_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``ORDERSYNC_HOME`` (default ``./.ordersync``), created readable by its owner only when missing.
+
+    Created here, before anything puts a subdirectory in it, so that no ``mkdir(parents=True)``
+    elsewhere creates it with the umask's wider mode. An existing directory keeps its mode.
+    """
     env = os.environ if environ is None else environ
-    return Path(env.get(ENV_HOME) or DEFAULT_HOME).resolve()
+    home = Path(env.get(ENV_HOME) or DEFAULT_HOME).resolve()
+    if not home.exists():
+        home.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)
+    return home
 
 
 def warehouse_url(environ: Mapping[str, str] | None = None) -> str:
@@ -190,9 +317,8 @@ def warehouse_url(environ: Mapping[str, str] | None = None) -> str:
     url = env.get(ENV_WAREHOUSE_URL)
     if url:
         return url
-    home = ordersync_home(env)
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'warehouse.db'}"
+    # connect.py creates the file itself readable by the owner only (0o600) on first connect.
+    return f"sqlite:///{ordersync_home(env) / 'warehouse.db'}"
 
 
 def redis_url(environ: Mapping[str, str] | None = None) -> str | None:

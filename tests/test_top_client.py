@@ -16,6 +16,7 @@ from ordersync_pipeline.timeutil import GMT8, parse_top_time
 from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.errors import (
     BusinessError,
+    GatewayURLError,
     InvalidSessionError,
     MalformedResponseError,
     RateLimitedError,
@@ -186,6 +187,31 @@ def test_connection_refused_is_a_transport_error() -> None:
     client = make_client("http://127.0.0.1:9/router/rest", retry=RetryPolicy(max_attempts=1))
     with pytest.raises(TransportError, match="ConnectionError"):
         client.call(SOLD, {"fields": "tid"}, session=SESSION)
+
+
+@pytest.mark.parametrize("gateway", ["gw.api.taobao.com/router/rest", "ftp://gw.api.taobao.com/router/rest",
+                                     "http:///router/rest", "http://exa mple.com/router/rest"])
+def test_a_gateway_url_that_cannot_work_is_refused_at_construction(gateway: str) -> None:
+    with pytest.raises(ValueError, match="gateway must be an absolute http") as info:
+        make_client(gateway)
+    assert repr(gateway) in str(info.value) and SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize("gateway", [
+    "gw.api.taobao.com/router/rest",  # requests: MissingSchema
+    "htp://gw.api.taobao.com/router/rest",  # InvalidSchema
+    "http://a..b/router/rest",  # passes the constructor's check; urllib3 refuses the host when sending
+])
+def test_a_gateway_url_the_http_library_refuses_is_not_retried(gateway: str) -> None:
+    # Set after construction, so the constructor's check cannot stop it first.
+    client = make_client("http://127.0.0.1:9/router/rest")
+    client.gateway = gateway
+    with pytest.raises(GatewayURLError, match="fix `gateway` in the configuration") as info:
+        client.call(SOLD, {"fields": "tid"}, session=SESSION, shop_id="shop-1")
+    assert not info.value.retryable and info.value.attempts == 1
+    assert client._sleep.calls == []  # type: ignore[attr-defined]
+    assert [c.error_kind for c in client.recorder.calls] == ["GatewayURLError"]  # type: ignore[attr-defined]
+    assert SECRET not in str(info.value) and SESSION not in str(info.value)
 
 
 def test_refresh_session_parses_token_result() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from ordersync_pipeline.top.errors import (
     BusinessError,
+    GatewayURLError,
     InvalidArgumentsError,
     InvalidSessionError,
     InvalidSignatureError,
@@ -109,6 +110,7 @@ def test_transport_and_malformed_retryability() -> None:
     assert TransportError("HTTP 502", method=METHOD, status=502).retryable
     assert not TransportError("HTTP 404", method=METHOD, status=404).retryable
     assert MalformedResponseError("truncated", method=METHOD).retryable
+    assert not GatewayURLError("no scheme", method=METHOD).retryable
 
 
 def test_every_class_is_a_top_error_and_repr_is_short() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from ordersync_pipeline.top.errors import (
     BusinessError,
+    GatewayURLError,
     InvalidArgumentsError,
     InvalidSessionError,
     InvalidSignatureError,
@@ -49,6 +50,8 @@ TABLE: list[tuple[str, TopError, int, RetryDecision]] = [
     ("missing session never retried", MissingSessionError("m", method=M, code=26), 1, RetryDecision(False)),
     ("bad signature never retried", InvalidSignatureError("s", method=M, code=25), 1, RetryDecision(False)),
     ("other platform codes not retried", PlatformError("t", method=M, code=31), 1, RetryDecision(False)),
+    ("a gateway URL the HTTP library refuses is never retried", GatewayURLError("no scheme", method=M), 1,
+     RetryDecision(False)),
     ("per-api ban: ban seconds + 1", _ban(1), 1, RetryDecision(True, 2.0)),
     ("ban honoured even beyond the backoff cap", _ban(9), 1, RetryDecision(True, 10.0)),
     ("unlaunched-app ban", _ban(2, "accesscontrol.limited-by-app-api-access-count"), 1,
@@ -76,7 +79,7 @@ def test_table_covers_every_error_class() -> None:
     covered = {type(row[1]) for row in TABLE}
     assert covered == {TransportError, MalformedResponseError, ServerError, BusinessError,
                        InvalidArgumentsError, InvalidSessionError, MissingSessionError,
-                       InvalidSignatureError, PlatformError, RateLimitedError}
+                       InvalidSignatureError, PlatformError, RateLimitedError, GatewayURLError}
 
 
 def test_backoff_sequence() -> None:

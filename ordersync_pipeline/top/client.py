@@ -17,14 +17,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import LocationValueError
 
 from ordersync_pipeline.timeutil import parse_top_time
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.envelope import loads, parse_body
 from ordersync_pipeline.top.errors import (
+    GatewayURLError,
     MalformedResponseError,
     RateLimitedError,
     TopError,
@@ -36,12 +39,40 @@ from ordersync_pipeline.top.request import build_request
 from ordersync_pipeline.top.retry import RetryPolicy, apply_jitter, decide
 from ordersync_pipeline.top.signing import SIGN_METHODS, SignMethod
 
-__all__ = ["TopClient", "TopResponse", "PRODUCTION_GATEWAY"]
+__all__ = ["TopClient", "TopResponse", "PRODUCTION_GATEWAY", "check_gateway_url"]
 
 log = logging.getLogger("ordersync.top")
 
 PRODUCTION_GATEWAY = "https://gw.api.taobao.com/router/rest"
 USER_AGENT = "ordersync-top-client/0.1"
+
+
+def check_gateway_url(url: str) -> str:
+    """``url`` when it is an absolute http(s) URL with a host, else a ``ValueError`` naming it.
+
+    Checked up front because the HTTP library's refusal of a URL is permanent: no retry can fix
+    ``gw.api.taobao.com/router/rest`` (no scheme). A gateway URL carries no credential.
+    """
+    problem = None
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = "no http:// or https:// scheme" if not parts.scheme else f"scheme {parts.scheme!r}"
+        elif not parts.hostname:
+            problem = "no host"
+        else:
+            try:  # what requests itself refuses (a space in the host, an empty label, ...)
+                requests.PreparedRequest().prepare_url(url, None)
+            except (requests.RequestException, ValueError) as exc:
+                problem = _first_line(exc)
+    if problem is not None:
+        raise ValueError(f"gateway must be an absolute http(s) URL with a host, such as {PRODUCTION_GATEWAY}; "
+                         f"got {url!r} ({problem})")
+    return url
 
 
 @dataclass(frozen=True)
@@ -65,7 +96,7 @@ class TopClient:
                  rng: random.Random | None = None) -> None:
         if sign_method not in SIGN_METHODS:
             raise ValueError(f"sign_method must be one of {', '.join(SIGN_METHODS)}")
-        self.gateway = gateway
+        self.gateway = check_gateway_url(gateway)
         self.app_key = app_key
         self.__secret = app_secret
         self.sign_method: SignMethod = sign_method  # type: ignore[assignment]
@@ -160,6 +191,11 @@ class TopClient:
         try:
             resp = self._http.post(self.gateway, data=form, timeout=self.timeout)
             body = resp.content
+        except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                requests.exceptions.InvalidURL, LocationValueError) as exc:
+            # The URL itself is refused before anything is sent: permanent, unlike a transport failure.
+            raise GatewayURLError(f"gateway URL {self.gateway!r} cannot be requested: {_first_line(exc)}; "
+                                  "fix `gateway` in the configuration", method=method, shop_id=shop_id) from None
         except requests.RequestException as exc:
             # The exception text names only the gateway URL (no credentials are in it); keep the
             # class name, which says whether it was a timeout or a refused connection.

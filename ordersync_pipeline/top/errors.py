@@ -3,6 +3,7 @@
 ```
 TopError                      code, sub_code, msg, sub_msg, request_id, method, shop_id; .retryable
  ├── TransportError           connection error, timeout, HTTP 5xx (retryable; other HTTP statuses not)
+ ├── GatewayURLError          the gateway URL cannot be requested (no/odd scheme, bad host): never retried
  ├── MalformedResponseError   truncated / not JSON / not the expected envelope (retryable)
  ├── UnstableWindowError      the pager: an increment window kept changing while paged (retryable later)
  ├── RateLimitedError         code 7 (and 15 + isp.call-limited): .ban_seconds, .daily_quota
@@ -28,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "TopError", "TransportError", "MalformedResponseError", "RateLimitedError", "SessionError",
+    "TopError", "TransportError", "GatewayURLError", "MalformedResponseError", "RateLimitedError", "SessionError",
     "InvalidSignatureError", "MissingSessionError", "InvalidSessionError", "InvalidArgumentsError",
     "ServerError", "BusinessError", "PlatformError", "classify", "DAILY_QUOTA_SUB_CODE",
     "NON_RETRYABLE_ISP", "UnstableWindowError",
@@ -83,6 +84,10 @@ class TransportError(TopError):
         self.status = status
         # 4xx means the request itself is wrong (bad gateway path, ...): repeating it cannot help.
         self.retryable = status is None or status >= 500
+
+
+class GatewayURLError(TopError):
+    """The HTTP library refused the gateway URL itself: fix ``gateway`` in the configuration."""
 
 
 class MalformedResponseError(TopError):
