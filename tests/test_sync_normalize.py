@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -321,3 +322,89 @@ def test_largest_amount_the_money_column_holds_is_accepted() -> None:
     t = good_trade()
     t["payment"] = "999999999999.99"
     assert norm([t]).trades[0]["payment"] == Decimal("999999999999.99")
+
+
+# --- text no warehouse can store ------------------------------------------------------------------------
+
+UNSTORABLE_CASES = [
+    (("buyer_nick",), "t**\x00", "field 'buyer_nick' contains a NUL character (cannot be stored)"),
+    (ORDER0 + ("title",), "\x00", "order[0] (oid=3811877752110934217): field 'title' contains a NUL "
+                                  "character (cannot be stored)"),
+    (("seller_nick",), "店\ud800",
+     "field 'seller_nick' contains a lone UTF-16 surrogate U+D800 (cannot be stored)"),
+    (("orders", 1, "outer_sku_id"), "\udfff", "order[1] (oid=3811877752111934217): field 'outer_sku_id' "
+                                               "contains a lone UTF-16 surrogate U+DFFF (cannot be stored)"),
+    (("type",), "fixed\ud83d", "field 'type' contains a lone UTF-16 surrogate U+D83D (cannot be stored)"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "reason"), UNSTORABLE_CASES,
+                         ids=[".".join(map(str, c[0])) + "=" + ascii(c[1]) for c in UNSTORABLE_CASES])
+def test_text_no_warehouse_can_store_quarantines_the_trade_and_the_rest_continues(
+        path: tuple[Any, ...], value: str, reason: str) -> None:
+    bad = _mutate(path, value)
+    other = sample_trades("trades_sold_get_success.json")[0]
+    batch = norm([bad, other])
+    assert [r["tid"] for r in batch.trades] == [3812094471235568392]
+    assert [o["tid"] for o in batch.orders] == [3812094471235568392]
+    (q,) = batch.quarantine
+    assert q["reason"] == f"trade 3811877752109934217: {reason}"
+    # The payload itself can be stored anywhere (no raw NUL, encodable) and parses back exactly.
+    assert "\x00" not in q["payload"] and q["payload"].encode("utf-8")
+    assert json.loads(q["payload"]) == bad
+
+
+def test_unicode_that_can_be_stored_is_kept() -> None:
+    t = good_trade()
+    t["buyer_nick"] = "小明😀"  # outside the BMP: a surrogate pair in UTF-16, fine in UTF-8
+    t["orders"][0]["title"] = "羊毛大衣，冬季新款（包邮）"
+    batch = norm([t])
+    assert batch.quarantine == []
+    assert (batch.trades[0]["buyer_nick"], batch.orders[0]["title"]) == ("小明😀", "羊毛大衣，冬季新款（包邮）")
+
+
+def test_record_keys_with_unstorable_text_are_escaped() -> None:
+    t = good_trade()
+    t["tid"] = "38\x00"
+    (q,) = norm([t]).quarantine
+    assert q["record_key"] == "38\\u0000" and q["reason"].startswith("trade 38\\u0000: field 'tid'")
+
+
+# --- implausible modified ------------------------------------------------------------------------------
+
+def _at(moment: datetime) -> str:
+    return moment.astimezone(GMT8).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pytest.mark.parametrize(("modified", "accepted"), [
+    (SYNCED_AT + timedelta(days=1), True),  # clocks may disagree: up to a day ahead is accepted
+    (SYNCED_AT + timedelta(days=1, seconds=1), False),
+    (datetime(2099, 1, 1, tzinfo=GMT8), False),
+    (datetime(2003, 5, 10, tzinfo=GMT8), True),  # Taobao's launch
+    (datetime(2003, 5, 9, 23, 59, 59, tzinfo=GMT8), False),
+    (datetime(1970, 1, 1, 8, tzinfo=GMT8), False),  # an epoch zero
+], ids=["one-day-ahead", "one-day-and-a-second-ahead", "2099", "launch-day", "before-launch", "epoch"])
+def test_an_implausible_modified_is_quarantined(modified: datetime, accepted: bool) -> None:
+    t = good_trade()
+    t["modified"] = _at(modified)
+    batch = norm([t])
+    assert (len(batch.trades), len(batch.quarantine)) == ((1, 0) if accepted else (0, 1))
+    if not accepted:
+        reason = batch.quarantine[0]["reason"]
+        assert reason.startswith(
+            f"trade 3811877752109934217: field 'modified' = '{_at(modified)}' is implausible: ")
+        assert ("more than 24 hours after the load time (2026-11-26 10:30:00 GMT+8)" in reason
+                if modified > SYNCED_AT else "before Taobao's launch (2003-05-10)" in reason)
+
+
+def test_detail_rows_refuse_an_implausible_modified_too() -> None:
+    with pytest.raises(InvalidTrade, match="'modified' = '2099-01-01 00:00:00' is implausible"):
+        detail_row("shop-1", {"tid": 1, "modified": "2099-01-01 00:00:00"}, fetched_at=SYNCED_AT)
+
+
+def test_detail_rows_with_unstorable_text_are_escaped_json() -> None:
+    trade = {"tid": 1, "modified": "2024-06-18 10:22:06", "seller_memo": "备注\ud800", "title": "a\x00"}
+    row = detail_row("shop-1", trade, fetched_at=SYNCED_AT)
+    assert "\x00" not in row["detail"] and row["detail"].encode("utf-8")
+    assert json.loads(row["detail"]) == trade
+

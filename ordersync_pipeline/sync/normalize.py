@@ -10,6 +10,9 @@ of the batch continues, so ``normalize_trades`` never raises on bad input):
 * ``modified`` missing or not ``yyyy-MM-dd HH:mm:ss``: it orders every upsert, so without it the row
   could neither win nor lose correctly. Other times (``created``, ``pay_time`` ...) may be absent
   (field projections), but present-and-unparsable is rejected rather than stored as NULL.
+* ``modified`` implausible: more than ``MODIFIED_FUTURE_TOLERANCE`` after the load time, or before
+  ``EARLIEST_MODIFIED`` (Taobao's launch). A version dated 2099 would win every later upsert and
+  freeze the row against every real change.
 * ``status`` missing, or not in the trade status enum (top-api.md §4.1): an unknown status would be
   stored and counted as if understood. Order lines may omit status, but not carry an unknown one.
 * Money: a string (or int) with at most 2 decimals and at most ``MONEY_MAX_INT_DIGITS`` integer
@@ -21,7 +24,9 @@ of the batch continues, so ``normalize_trades`` never raises on bad input):
 
 Empty strings in optional money/time fields are treated as absent. Text fields accept strings (ints
 are rendered as text, e.g. a numeric ``sku_id``) no longer than their warehouse column
-(warehouse/tables.py widths, written inline below); anything else is rejected.
+(warehouse/tables.py widths, written inline below); anything else is rejected. Text holding a NUL
+character (PostgreSQL cannot store it, and it would fail the whole COPY batch) or a lone UTF-16
+surrogate (JSON can carry ``"\\ud800"``; no backend can encode it) quarantines its record too.
 
 Within one batch each ``tid`` appears once: if the same trade arrives twice (page drift, overlap,
 several pages flushed together) the newest ``modified`` wins, later input breaking ties. Set-based
@@ -36,18 +41,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import orjson
 
-from ordersync_pipeline.timeutil import GMT8, require_aware
+from ordersync_pipeline.timeutil import GMT8, format_top_time, require_aware
+from ordersync_pipeline.warehouse.types import escape_unstorable, unstorable_char
 
 __all__ = [
     "NormalizedBatch", "normalize_trades", "detail_row", "payload_json", "InvalidTrade",
     "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
     "QUARANTINE_COLUMNS", "PII_FIELDS", "KEPT_RECEIVER_FIELDS", "is_personal", "MONEY_MAX_INT_DIGITS",
+    "MODIFIED_FUTURE_TOLERANCE", "EARLIEST_MODIFIED",
 ]
 
 TRADE_STATUSES: Final = frozenset({
@@ -89,6 +96,10 @@ _ID_MAX: Final = 2**63 - 1            # BIGINT
 _NUM_MAX: Final = 2**31 - 1           # INTEGER quantity
 _CENT: Final = Decimal("0.01")
 _CACHE_LIMIT: Final = 65_536          # bounded caches: cleared wholesale when full
+
+# Plausible ``modified``: clocks disagree by seconds, not a day; nothing on Taobao predates its launch.
+MODIFIED_FUTURE_TOLERANCE: Final = timedelta(days=1)
+EARLIEST_MODIFIED: Final = datetime(2003, 5, 10, tzinfo=GMT8)
 
 
 @dataclass
@@ -206,11 +217,22 @@ def _count(value: Any, name: str) -> int | None:
 
 def _text(value: Any, name: str, limit: int) -> str | None:
     """Text up to ``limit`` characters (the column's width: an over-long value would fail the whole
-    set-based upsert on PostgreSQL, and truncating would store something TOP never sent)."""
+    set-based upsert on PostgreSQL, and truncating would store something TOP never sent) that every
+    backend can store (no NUL, no lone surrogate: see warehouse/types.py)."""
     if type(value) is str:
-        if len(value) <= limit:
-            return value
-        raise _Invalid(f"field {name!r} = {_show(value)} is longer than {limit} characters")
+        # Hot path: the NUL scan and isascii are C loops; only non-ASCII text is encoded to find
+        # surrogates (types.unstorable_char, inlined to save a call per field).
+        if len(value) <= limit and "\x00" not in value:
+            if value.isascii():
+                return value
+            try:
+                value.encode("utf-8")
+                return value
+            except UnicodeEncodeError:
+                pass
+        if len(value) > limit:
+            raise _Invalid(f"field {name!r} = {_show(value)} is longer than {limit} characters")
+        raise _Invalid(f"field {name!r} contains {unstorable_char(value)} (cannot be stored)")
     if value is None:
         return None
     if type(value) is int:
@@ -275,7 +297,22 @@ def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime
         raise _Invalid(f"order[{position}] (oid={_show(get('oid'))}): {exc}") from None
 
 
-def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime,
+def _implausible(raw: Any, modified: datetime, latest: datetime) -> _Invalid:
+    """The reason ``modified`` is implausible (see the module docstring). ``latest`` is the load time
+    plus the tolerance, in GMT8 like every parsed time: comparing the same tzinfo is the fast path."""
+    if modified > latest:
+        hours = MODIFIED_FUTURE_TOLERANCE // timedelta(hours=1)
+        return _Invalid(f"field 'modified' = {_show(raw)} is implausible: more than {hours} hours after "
+                        f"the load time ({format_top_time(latest - MODIFIED_FUTURE_TOLERANCE)} GMT+8)")
+    return _Invalid(f"field 'modified' = {_show(raw)} is implausible: before Taobao's launch "
+                    f"({EARLIEST_MODIFIED.date().isoformat()})")
+
+
+def _latest_modified(load_time: datetime) -> datetime:
+    return (load_time + MODIFIED_FUTURE_TOLERANCE).astimezone(GMT8)
+
+
+def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime, latest: datetime,
                 source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     get = t.get
     tid = _id(get("tid"), "tid", required=True)
@@ -283,6 +320,8 @@ def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime,
     modified = _time(get("modified"), "modified")
     if modified is None:
         raise _Invalid("field 'modified' missing")
+    if not EARLIEST_MODIFIED <= modified <= latest:
+        raise _implausible(get("modified"), modified, latest)
     row = {
         "shop_id": shop_id, "tid": tid,
         "status": _status(get("status"), "status", required=True),
@@ -321,7 +360,7 @@ def _record_key(record: Any) -> str | None:
     tid = record.get("tid") if isinstance(record, Mapping) else None
     if tid is None or isinstance(tid, (dict, list)):
         return None
-    return str(tid)[:64]
+    return escape_unstorable(str(tid)[:64])  # it is quoted in reasons, which must be storable too
 
 
 def payload_json(record: Any, *, keep_pii: bool = False) -> str:
@@ -331,8 +370,9 @@ def payload_json(record: Any, *, keep_pii: bool = False) -> str:
     try:
         return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        # orjson refuses ints beyond 64 bits and non-JSON types; the stdlib writes big ints exactly.
-        return json.dumps(record, ensure_ascii=False, default=repr)
+        # orjson refuses ints beyond 64 bits, lone surrogates and non-JSON types. The stdlib writes
+        # big ints exactly, but a lone surrogate raw: escaped here so the payload can be stored.
+        return escape_unstorable(json.dumps(record, ensure_ascii=False, default=repr))
 
 
 def _quarantine_row(record: Any, reason: str, *, shop_id: str, source: str, at: datetime,
@@ -348,18 +388,20 @@ def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synce
                      source: str, keep_pii: bool = False) -> NormalizedBatch:
     """Validate and type ``trades``; bad records become quarantine rows instead of raising.
 
-    ``synced_at`` (aware) stamps every row and is the quarantine time; ``source`` names where the
+    ``synced_at`` (aware) stamps every row, is the quarantine time and the load time that
+    ``modified`` may not exceed by more than ``MODIFIED_FUTURE_TOLERANCE``. ``source`` names where the
     trades came from (e.g. ``"increment"``, ``"historical"``, ``"tmc"``). Rows are unique by ``tid``
     (trades) and ``oid`` (orders) within the batch, newest ``modified`` winning.
     """
     require_aware(synced_at, "synced_at")
+    latest = _latest_modified(synced_at)
     by_tid: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     quarantine: list[dict[str, Any]] = []
     for record in trades:
         try:
             if not isinstance(record, Mapping):
                 raise _Invalid(f"trade is a {type(record).__name__}, expected an object")
-            row, orders = _trade_rows(record, shop_id, synced_at, source)
+            row, orders = _trade_rows(record, shop_id, synced_at, latest, source)
         except _Invalid as exc:
             quarantine.append(_quarantine_row(record, f"trade {_record_key(record) or '?'}: {exc}",
                                               shop_id=shop_id, source=source, at=synced_at,
@@ -393,6 +435,9 @@ def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime,
         modified = _time(trade.get("modified"), "modified")
         if modified is None:
             raise _Invalid("field 'modified' missing")
+        latest = _latest_modified(fetched_at)
+        if not EARLIEST_MODIFIED <= modified <= latest:
+            raise _implausible(trade.get("modified"), modified, latest)
     except _Invalid as exc:
         raise InvalidTrade(f"fullinfo trade {_record_key(trade) or '?'}: {exc}") from None
     return {"tid": tid, "shop_id": shop_id, "modified": modified, "fetched_at": fetched_at,
