@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 
 from ordersync_pipeline.sync.normalize import (
     ORDER_COLUMNS, QUARANTINE_COLUMNS, TRADE_COLUMNS, InvalidTrade, NormalizedBatch, detail_row,
-    normalize_trades,
+    merge_batches, normalize_trades,
 )
 from ordersync_pipeline.sync.pages import PageBodyError, trades_from_body
 
 SAMPLES = Path(__file__).parent / "data" / "top-samples"
 SYNCED_AT = datetime(2026, 11, 26, 2, 30, tzinfo=timezone.utc)
+FETCHED_AT = datetime(2026, 11, 26, 2, 29, 58, tzinfo=timezone.utc)
 GMT8 = timezone(timedelta(hours=8))
 
 
@@ -31,7 +32,8 @@ def sample_trades(name: str) -> list[dict[str, Any]]:
 
 
 def norm(trades: list[Any], **kw: Any) -> NormalizedBatch:
-    return normalize_trades("shop-1", trades, synced_at=SYNCED_AT, source="increment", **kw)
+    return normalize_trades("shop-1", trades, fetched_at=FETCHED_AT, synced_at=SYNCED_AT, source="increment",
+                            **kw)
 
 
 def good_trade() -> dict[str, Any]:
@@ -237,7 +239,7 @@ def test_payload_of_ints_beyond_64_bits_is_still_exact_json() -> None:
 
 def test_naive_synced_at_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="synced_at"):
-        normalize_trades("shop-1", [], synced_at=datetime(2026, 1, 1), source="x")
+        normalize_trades("shop-1", [], fetched_at=FETCHED_AT, synced_at=datetime(2026, 1, 1), source="x")
 
 
 def test_trades_from_body_rejects_error_envelope_and_non_json() -> None:
@@ -408,3 +410,49 @@ def test_detail_rows_with_unstorable_text_are_escaped_json() -> None:
     assert "\x00" not in row["detail"] and row["detail"].encode("utf-8")
     assert json.loads(row["detail"]) == trade
 
+
+# --- versions: fetched_at, and merging pages ------------------------------------------------------------
+
+def test_every_row_carries_its_pages_fetched_at() -> None:
+    batch = norm(sample_trades("trades_sold_get_success.json"))
+    assert {r["fetched_at"] for r in batch.trades + batch.orders} == {FETCHED_AT}
+    with pytest.raises(ValueError, match="fetched_at"):
+        normalize_trades("shop-1", [], fetched_at=datetime(2026, 1, 1), synced_at=SYNCED_AT, source="x")
+
+
+def _page(trades: list[dict[str, Any]], fetched_at: datetime) -> NormalizedBatch:
+    return normalize_trades("shop-1", trades, fetched_at=fetched_at, synced_at=SYNCED_AT, source="increment")
+
+
+def test_merging_pages_keeps_each_trades_newest_version_with_only_its_lines() -> None:
+    old = good_trade()  # two lines
+    new = good_trade()
+    new["modified"] = "2024-06-18 12:00:00"
+    new["orders"] = new["orders"][:1]  # a line was removed
+    other = sample_trades("trades_sold_get_success.json")[0]
+    bad = _mutate(("payment",), "x")
+    later = FETCHED_AT + timedelta(minutes=1)
+    for pages in ([_page([new, other], FETCHED_AT), _page([old, bad], later)],
+                  [_page([old, bad], later), _page([new, other], FETCHED_AT)]):
+        merged = merge_batches(pages)
+        assert sorted(r["tid"] for r in merged.trades) == [3811877752109934217, 3812094471235568392]
+        newest = next(r for r in merged.trades if r["tid"] == 3811877752109934217)
+        assert newest["modified"] == datetime(2024, 6, 18, 12, tzinfo=GMT8)
+        assert newest["fetched_at"] == FETCHED_AT
+        lines = [o for o in merged.orders if o["tid"] == 3811877752109934217]
+        assert [o["oid"] for o in lines] == [3811877752110934217]
+        assert len(merged.quarantine) == 1
+
+
+def test_merging_pages_on_equal_modified_keeps_the_later_fetch() -> None:
+    first = good_trade()
+    second = good_trade()
+    second["status"] = "WAIT_BUYER_CONFIRM_GOODS"
+    second["orders"] = second["orders"][1:]
+    later = FETCHED_AT + timedelta(seconds=30)
+    for pages in ([_page([first], FETCHED_AT), _page([second], later)],
+                  [_page([second], later), _page([first], FETCHED_AT)]):
+        merged = merge_batches(pages)
+        assert [(r["status"], r["fetched_at"]) for r in merged.trades] == [
+            ("WAIT_BUYER_CONFIRM_GOODS", later)]
+        assert [o["oid"] for o in merged.orders] == [3811877752111934217]

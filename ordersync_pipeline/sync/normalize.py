@@ -28,9 +28,14 @@ are rendered as text, e.g. a numeric ``sku_id``) no longer than their warehouse 
 character (PostgreSQL cannot store it, and it would fail the whole COPY batch) or a lone UTF-16
 surrogate (JSON can carry ``"\\ud800"``; no backend can encode it) quarantines its record too.
 
+Every row carries its page's ``fetched_at``: the version of a row is ``(modified, fetched_at)``, so of
+two versions with equal ``modified`` the one the platform returned later wins (warehouse/upsert.py).
+``normalize_trades`` therefore takes one page's trades; ``merge_batches`` combines pages.
+
 Within one batch each ``tid`` appears once: if the same trade arrives twice (page drift, overlap,
-several pages flushed together) the newest ``modified`` wins, later input breaking ties. Set-based
-upserts (Postgres ``ON CONFLICT``) refuse to touch one key twice in a statement, so this is needed.
+several pages flushed together) the newest version wins, later input breaking ties, and only that
+version's lines are kept. Set-based upserts (Postgres ``ON CONFLICT``) refuse to touch one key twice
+in a statement, so this is needed.
 
 Receiver personal data never reaches a row (there are no such columns) and is stripped from
 quarantine payloads unless ``keep_pii=True``.
@@ -51,7 +56,7 @@ from ordersync_pipeline.timeutil import GMT8, format_top_time, require_aware
 from ordersync_pipeline.warehouse.types import escape_unstorable, unstorable_char
 
 __all__ = [
-    "NormalizedBatch", "normalize_trades", "detail_row", "payload_json", "InvalidTrade",
+    "NormalizedBatch", "normalize_trades", "merge_batches", "detail_row", "payload_json", "InvalidTrade",
     "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
     "QUARANTINE_COLUMNS", "PII_FIELDS", "KEPT_RECEIVER_FIELDS", "is_personal", "MONEY_MAX_INT_DIGITS",
     "MODIFIED_FUTURE_TOLERANCE", "EARLIEST_MODIFIED",
@@ -67,12 +72,12 @@ TRADE_COLUMNS: Final = (
     "shop_id", "tid", "status", "type", "created", "modified", "pay_time", "consign_time", "end_time",
     "payment", "total_fee", "post_fee", "discount_fee", "adjust_fee", "step_trade_status",
     "step_paid_fee", "buyer_open_uid", "buyer_nick", "seller_nick", "receiver_state", "receiver_city",
-    "receiver_district", "num", "source", "synced_at",
+    "receiver_district", "num", "source", "synced_at", "fetched_at",
 )
 ORDER_COLUMNS: Final = (
     "oid", "tid", "shop_id", "num_iid", "sku_id", "outer_iid", "outer_sku_id", "title", "num", "price",
     "payment", "total_fee", "discount_fee", "adjust_fee", "divide_order_fee", "status",
-    "refund_status", "modified", "synced_at",
+    "refund_status", "modified", "synced_at", "fetched_at",
 )
 QUARANTINE_COLUMNS: Final = ("quarantined_at", "source", "shop_id", "record_key", "reason", "payload")
 
@@ -269,7 +274,7 @@ def _order_list(value: Any) -> list[Any]:
 
 
 def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime,
-               synced_at: datetime) -> dict[str, Any]:
+               synced_at: datetime, fetched_at: datetime) -> dict[str, Any]:
     if not isinstance(o, Mapping):
         raise _Invalid(f"order[{position}] is a {type(o).__name__}, expected an object")
     get = o.get
@@ -291,7 +296,7 @@ def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime
             "divide_order_fee": _money(get("divide_order_fee"), "divide_order_fee"),
             "status": _status(get("status"), "status", required=False),
             "refund_status": _text(get("refund_status"), "refund_status", 64),
-            "modified": modified, "synced_at": synced_at,
+            "modified": modified, "synced_at": synced_at, "fetched_at": fetched_at,
         }
     except _Invalid as exc:
         raise _Invalid(f"order[{position}] (oid={_show(get('oid'))}): {exc}") from None
@@ -312,8 +317,8 @@ def _latest_modified(load_time: datetime) -> datetime:
     return (load_time + MODIFIED_FUTURE_TOLERANCE).astimezone(GMT8)
 
 
-def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime, latest: datetime,
-                source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime, fetched_at: datetime,
+                latest: datetime, source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     get = t.get
     tid = _id(get("tid"), "tid", required=True)
     assert tid is not None
@@ -345,9 +350,9 @@ def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime, latest:
         "receiver_city": _text(get("receiver_city"), "receiver_city", 64),
         "receiver_district": _text(get("receiver_district"), "receiver_district", 64),
         "num": _count(get("num"), "num"),
-        "source": source, "synced_at": synced_at,
+        "source": source, "synced_at": synced_at, "fetched_at": fetched_at,
     }
-    orders = [_order_row(o, i, tid, shop_id, modified, synced_at)
+    orders = [_order_row(o, i, tid, shop_id, modified, synced_at, fetched_at)
               for i, o in enumerate(_order_list(get("orders")))]
     if len(orders) > 1 and len({o["oid"] for o in orders}) != len(orders):
         raise _Invalid("field 'orders' lists the same oid twice")
@@ -384,15 +389,17 @@ def _quarantine_row(record: Any, reason: str, *, shop_id: str, source: str, at: 
 
 # --- the batch ------------------------------------------------------------------------------------
 
-def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synced_at: datetime,
-                     source: str, keep_pii: bool = False) -> NormalizedBatch:
-    """Validate and type ``trades``; bad records become quarantine rows instead of raising.
+def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, fetched_at: datetime,
+                     synced_at: datetime, source: str, keep_pii: bool = False) -> NormalizedBatch:
+    """Validate and type one page's ``trades``; bad records become quarantine rows instead of raising.
 
-    ``synced_at`` (aware) stamps every row, is the quarantine time and the load time that
+    ``fetched_at`` (aware) is when the platform returned the page: with ``modified`` it is each row's
+    version. ``synced_at`` (aware) stamps every row, is the quarantine time and the load time that
     ``modified`` may not exceed by more than ``MODIFIED_FUTURE_TOLERANCE``. ``source`` names where the
     trades came from (e.g. ``"increment"``, ``"historical"``, ``"tmc"``). Rows are unique by ``tid``
-    (trades) and ``oid`` (orders) within the batch, newest ``modified`` winning.
+    (trades) and ``oid`` (orders) within the batch, newest ``modified`` winning, later input on a tie.
     """
+    require_aware(fetched_at, "fetched_at")
     require_aware(synced_at, "synced_at")
     latest = _latest_modified(synced_at)
     by_tid: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
@@ -401,7 +408,7 @@ def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synce
         try:
             if not isinstance(record, Mapping):
                 raise _Invalid(f"trade is a {type(record).__name__}, expected an object")
-            row, orders = _trade_rows(record, shop_id, synced_at, latest, source)
+            row, orders = _trade_rows(record, shop_id, synced_at, fetched_at, latest, source)
         except _Invalid as exc:
             quarantine.append(_quarantine_row(record, f"trade {_record_key(record) or '?'}: {exc}",
                                               shop_id=shop_id, source=source, at=synced_at,
@@ -410,16 +417,50 @@ def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synce
         seen = by_tid.get(row["tid"])
         if seen is None or seen[0]["modified"] <= row["modified"]:
             by_tid[row["tid"]] = (row, orders)
+    return _batch(by_tid.values(), quarantine)
+
+
+def _version(row: Mapping[str, Any]) -> tuple[datetime, datetime]:
+    return row["modified"], row["fetched_at"]
+
+
+def _batch(versions: Iterable[tuple[dict[str, Any], list[dict[str, Any]]]],
+           quarantine: list[dict[str, Any]]) -> NormalizedBatch:
+    """The batch of the chosen trade versions with their lines (an oid listed under two trades: the
+    newer line wins)."""
     batch = NormalizedBatch(quarantine=quarantine)
     by_oid: dict[int, dict[str, Any]] = {}
-    for row, orders in by_tid.values():
+    for row, orders in versions:
         batch.trades.append(row)
         for order in orders:
             seen_order = by_oid.get(order["oid"])
-            if seen_order is None or seen_order["modified"] <= order["modified"]:
+            if seen_order is None or _version(seen_order) <= _version(order):
                 by_oid[order["oid"]] = order
     batch.orders = list(by_oid.values())
     return batch
+
+
+def merge_batches(batches: Iterable[NormalizedBatch]) -> NormalizedBatch:
+    """One batch from several (one per page, in page order): each ``tid`` once, at its newest
+    ``(modified, fetched_at)`` (the later batch on a tie) with only that version's lines; every
+    quarantine row is kept."""
+    pages = list(batches)
+    merged = NormalizedBatch(trades=[row for b in pages for row in b.trades],
+                             orders=[row for b in pages for row in b.orders],
+                             quarantine=[row for b in pages for row in b.quarantine])
+    if (len({row["tid"] for row in merged.trades}) == len(merged.trades)
+            and len({row["oid"] for row in merged.orders}) == len(merged.orders)):
+        return merged  # the common case, no trade on two pages: nothing to choose
+    by_tid: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for batch in pages:
+        lines: dict[int, list[dict[str, Any]]] = {}
+        for order in batch.orders:
+            lines.setdefault(order["tid"], []).append(order)
+        for row in batch.trades:
+            seen = by_tid.get(row["tid"])
+            if seen is None or _version(seen[0]) <= _version(row):
+                by_tid[row["tid"]] = (row, lines.get(row["tid"], []))
+    return _batch(by_tid.values(), merged.quarantine)
 
 
 def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime,

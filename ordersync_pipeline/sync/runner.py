@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ordersync_pipeline.sync.lake import PageLake
-from ordersync_pipeline.sync.normalize import detail_row, normalize_trades
+from ordersync_pipeline.sync.normalize import detail_row, merge_batches, normalize_trades
 from ordersync_pipeline.sync.pages import TradePage
 from ordersync_pipeline.sync.windows import Window
 from ordersync_pipeline.timeutil import format_top_time
@@ -220,11 +220,13 @@ def _load_in_worker(spec: LoadSpec, lake_root: str, url: str, run_id: str | None
 def _flush(pages: Sequence[TradePage], *, warehouse: Warehouse, shop_id: str, source: str,
            run_id: str | None, result: LoadResult) -> None:
     synced_at = utc_now()
-    raw = [trade for page in pages for trade in page.trades]
-    batch = normalize_trades(shop_id, raw, synced_at=synced_at, source=source)
+    # Per page: each row's version includes when its page was fetched.
+    batch = merge_batches(normalize_trades(shop_id, page.trades, fetched_at=page.fetched_at,
+                                           synced_at=synced_at, source=source) for page in pages)
     if batch.trades or batch.orders:
         # One transaction: a trade and its lines land together.
-        warehouse.upsert_trades_with_orders(batch.trades, batch.orders)
+        stored, _ = warehouse.upsert_trades_with_orders(batch.trades, batch.orders, run_id=run_id)
+        result.quarantined += stored.quarantined  # trades the database refused (see Warehouse)
     if batch.quarantine:
         for row in batch.quarantine:
             row["run_id"] = run_id
