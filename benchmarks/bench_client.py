@@ -75,7 +75,7 @@ def main() -> None:
     raw = [t for p in pages for t in p.items]
     synced = now()
     _timed("normalise to warehouse rows", len(pages), trades,
-           lambda: normalize_trades(shop.shop_id, raw, synced_at=synced, source="sold"))
+           lambda: normalize_trades(shop.shop_id, raw, fetched_at=synced, synced_at=synced, source="sold"))
 
 
 if __name__ == "__main__":

@@ -221,12 +221,14 @@ def query(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
 
 
 def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of trades and trade_orders (all columns but synced_at), in key order."""
+    """Every row of trades and trade_orders (all columns but synced_at and fetched_at: when the row was
+    written and fetched, which a re-run moves), in key order."""
     out = {}
     for table, key in (("trades", "tid"), ("trade_orders", "oid")):
         engine = sa.create_engine(url)
         try:
-            cols = [c["name"] for c in sa.inspect(engine).get_columns(table) if c["name"] != "synced_at"]
+            cols = [c["name"] for c in sa.inspect(engine).get_columns(table)
+                    if c["name"] not in ("synced_at", "fetched_at")]
         finally:
             engine.dispose()
         out[table] = query(url, f"SELECT {', '.join(cols)} FROM {table} ORDER BY {key}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -15,12 +16,13 @@ from hypothesis import strategies as st
 
 from ordersync_pipeline.sync.normalize import (
     ORDER_COLUMNS, QUARANTINE_COLUMNS, TRADE_COLUMNS, InvalidTrade, NormalizedBatch, detail_row,
-    normalize_trades,
+    merge_batches, normalize_trades,
 )
 from ordersync_pipeline.top.pages import TRADES, parse_list_body
 
 SAMPLES = Path(__file__).parent / "data" / "top-samples"
 SYNCED_AT = datetime(2026, 11, 26, 2, 30, tzinfo=timezone.utc)
+FETCHED_AT = datetime(2026, 11, 26, 2, 29, 58, tzinfo=timezone.utc)
 GMT8 = timezone(timedelta(hours=8))
 
 
@@ -31,7 +33,8 @@ def sample_trades(name: str) -> list[dict[str, Any]]:
 
 
 def norm(trades: list[Any], **kw: Any) -> NormalizedBatch:
-    return normalize_trades("shop-1", trades, synced_at=SYNCED_AT, source="increment", **kw)
+    return normalize_trades("shop-1", trades, fetched_at=FETCHED_AT, synced_at=SYNCED_AT, source="increment",
+                            **kw)
 
 
 def good_trade() -> dict[str, Any]:
@@ -237,7 +240,7 @@ def test_payload_of_ints_beyond_64_bits_is_still_exact_json() -> None:
 
 def test_naive_synced_at_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="synced_at"):
-        normalize_trades("shop-1", [], synced_at=datetime(2026, 1, 1), source="x")
+        normalize_trades("shop-1", [], fetched_at=FETCHED_AT, synced_at=datetime(2026, 1, 1), source="x")
 
 
 # --- never raises -----------------------------------------------------------------------------------
@@ -313,3 +316,135 @@ def test_largest_amount_the_money_column_holds_is_accepted() -> None:
     t = good_trade()
     t["payment"] = "999999999999.99"
     assert norm([t]).trades[0]["payment"] == Decimal("999999999999.99")
+
+
+# --- text no warehouse can store ------------------------------------------------------------------------
+
+UNSTORABLE_CASES = [
+    (("buyer_nick",), "t**\x00", "field 'buyer_nick' contains a NUL character (cannot be stored)"),
+    (ORDER0 + ("title",), "\x00", "order[0] (oid=3811877752110934217): field 'title' contains a NUL "
+                                  "character (cannot be stored)"),
+    (("seller_nick",), "店\ud800",
+     "field 'seller_nick' contains a lone UTF-16 surrogate U+D800 (cannot be stored)"),
+    (("orders", 1, "outer_sku_id"), "\udfff", "order[1] (oid=3811877752111934217): field 'outer_sku_id' "
+                                               "contains a lone UTF-16 surrogate U+DFFF (cannot be stored)"),
+    (("type",), "fixed\ud83d", "field 'type' contains a lone UTF-16 surrogate U+D83D (cannot be stored)"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "reason"), UNSTORABLE_CASES,
+                         ids=[".".join(map(str, c[0])) + "=" + ascii(c[1]) for c in UNSTORABLE_CASES])
+def test_text_no_warehouse_can_store_quarantines_the_trade_and_the_rest_continues(
+        path: tuple[Any, ...], value: str, reason: str) -> None:
+    bad = _mutate(path, value)
+    other = sample_trades("trades_sold_get_success.json")[0]
+    batch = norm([bad, other])
+    assert [r["tid"] for r in batch.trades] == [3812094471235568392]
+    assert [o["tid"] for o in batch.orders] == [3812094471235568392]
+    (q,) = batch.quarantine
+    assert q["reason"] == f"trade 3811877752109934217: {reason}"
+    # The payload itself can be stored anywhere (no raw NUL, encodable) and parses back exactly.
+    assert "\x00" not in q["payload"] and q["payload"].encode("utf-8")
+    assert json.loads(q["payload"]) == bad
+
+
+def test_unicode_that_can_be_stored_is_kept() -> None:
+    t = good_trade()
+    t["buyer_nick"] = "小明😀"  # outside the BMP: a surrogate pair in UTF-16, fine in UTF-8
+    t["orders"][0]["title"] = "羊毛大衣，冬季新款（包邮）"
+    batch = norm([t])
+    assert batch.quarantine == []
+    assert (batch.trades[0]["buyer_nick"], batch.orders[0]["title"]) == ("小明😀", "羊毛大衣，冬季新款（包邮）")
+
+
+def test_record_keys_with_unstorable_text_are_escaped() -> None:
+    t = good_trade()
+    t["tid"] = "38\x00"
+    (q,) = norm([t]).quarantine
+    assert q["record_key"] == "38\\u0000" and q["reason"].startswith("trade 38\\u0000: field 'tid'")
+
+
+# --- implausible modified ------------------------------------------------------------------------------
+
+def _at(moment: datetime) -> str:
+    return moment.astimezone(GMT8).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pytest.mark.parametrize(("modified", "accepted"), [
+    (SYNCED_AT + timedelta(days=1), True),  # clocks may disagree: up to a day ahead is accepted
+    (SYNCED_AT + timedelta(days=1, seconds=1), False),
+    (datetime(2099, 1, 1, tzinfo=GMT8), False),
+    (datetime(2003, 5, 10, tzinfo=GMT8), True),  # Taobao's launch
+    (datetime(2003, 5, 9, 23, 59, 59, tzinfo=GMT8), False),
+    (datetime(1970, 1, 1, 8, tzinfo=GMT8), False),  # an epoch zero
+], ids=["one-day-ahead", "one-day-and-a-second-ahead", "2099", "launch-day", "before-launch", "epoch"])
+def test_an_implausible_modified_is_quarantined(modified: datetime, accepted: bool) -> None:
+    t = good_trade()
+    t["modified"] = _at(modified)
+    batch = norm([t])
+    assert (len(batch.trades), len(batch.quarantine)) == ((1, 0) if accepted else (0, 1))
+    if not accepted:
+        reason = batch.quarantine[0]["reason"]
+        assert reason.startswith(
+            f"trade 3811877752109934217: field 'modified' = '{_at(modified)}' is implausible: ")
+        assert ("more than 24 hours after the load time (2026-11-26 10:30:00 GMT+8)" in reason
+                if modified > SYNCED_AT else "before Taobao's launch (2003-05-10)" in reason)
+
+
+def test_detail_rows_refuse_an_implausible_modified_too() -> None:
+    with pytest.raises(InvalidTrade, match="'modified' = '2099-01-01 00:00:00' is implausible"):
+        detail_row("shop-1", {"tid": 1, "modified": "2099-01-01 00:00:00"}, fetched_at=SYNCED_AT)
+
+
+def test_detail_rows_with_unstorable_text_are_escaped_json() -> None:
+    trade = {"tid": 1, "modified": "2024-06-18 10:22:06", "seller_memo": "备注\ud800", "title": "a\x00"}
+    row = detail_row("shop-1", trade, fetched_at=SYNCED_AT)
+    assert "\x00" not in row["detail"] and row["detail"].encode("utf-8")
+    assert json.loads(row["detail"]) == trade
+
+
+# --- versions: fetched_at, and merging pages ------------------------------------------------------------
+
+def test_every_row_carries_its_pages_fetched_at() -> None:
+    batch = norm(sample_trades("trades_sold_get_success.json"))
+    assert {r["fetched_at"] for r in batch.trades + batch.orders} == {FETCHED_AT}
+    with pytest.raises(ValueError, match="fetched_at"):
+        normalize_trades("shop-1", [], fetched_at=datetime(2026, 1, 1), synced_at=SYNCED_AT, source="x")
+
+
+def _page(trades: list[dict[str, Any]], fetched_at: datetime) -> NormalizedBatch:
+    return normalize_trades("shop-1", trades, fetched_at=fetched_at, synced_at=SYNCED_AT, source="increment")
+
+
+def test_merging_pages_keeps_each_trades_newest_version_with_only_its_lines() -> None:
+    old = good_trade()  # two lines
+    new = good_trade()
+    new["modified"] = "2024-06-18 12:00:00"
+    new["orders"] = new["orders"][:1]  # a line was removed
+    other = sample_trades("trades_sold_get_success.json")[0]
+    bad = _mutate(("payment",), "x")
+    later = FETCHED_AT + timedelta(minutes=1)
+    for pages in ([_page([new, other], FETCHED_AT), _page([old, bad], later)],
+                  [_page([old, bad], later), _page([new, other], FETCHED_AT)]):
+        merged = merge_batches(pages)
+        assert sorted(r["tid"] for r in merged.trades) == [3811877752109934217, 3812094471235568392]
+        newest = next(r for r in merged.trades if r["tid"] == 3811877752109934217)
+        assert newest["modified"] == datetime(2024, 6, 18, 12, tzinfo=GMT8)
+        assert newest["fetched_at"] == FETCHED_AT
+        lines = [o for o in merged.orders if o["tid"] == 3811877752109934217]
+        assert [o["oid"] for o in lines] == [3811877752110934217]
+        assert len(merged.quarantine) == 1
+
+
+def test_merging_pages_on_equal_modified_keeps_the_later_fetch() -> None:
+    first = good_trade()
+    second = good_trade()
+    second["status"] = "WAIT_BUYER_CONFIRM_GOODS"
+    second["orders"] = second["orders"][1:]
+    later = FETCHED_AT + timedelta(seconds=30)
+    for pages in ([_page([first], FETCHED_AT), _page([second], later)],
+                  [_page([second], later), _page([first], FETCHED_AT)]):
+        merged = merge_batches(pages)
+        assert [(r["status"], r["fetched_at"]) for r in merged.trades] == [
+            ("WAIT_BUYER_CONFIRM_GOODS", later)]
+        assert [o["oid"] for o in merged.orders] == [3811877752111934217]

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from ordersync_pipeline.warehouse import Warehouse, normalize_url
-from ordersync_pipeline.warehouse.migrator import VERSION_TABLE, current_revision
+from ordersync_pipeline.warehouse.migrator import VERSION_TABLE, alembic_config, current_revision
 from ordersync_pipeline.warehouse.tables import metadata
 
 GMT8 = timezone(timedelta(hours=8))
@@ -45,10 +46,28 @@ def test_the_schema_comparison_would_notice_drift(wh: Warehouse) -> None:
 
 def test_migrate_is_idempotent_and_records_its_revision(wh: Warehouse) -> None:
     wh.migrate()
-    assert current_revision(wh.engine) == "0001_initial"
+    assert current_revision(wh.engine) == "0002_fetched_at_and_sqlite_fen"
     assert set(sa.inspect(wh.engine).get_table_names()) >= {
         "trades", "trade_orders", "trade_details", "api_calls", "quarantine", "sync_windows", VERSION_TABLE,
     }
+
+
+def test_upgrading_a_warehouse_keeps_its_rows_with_fetched_at_unknown(any_warehouse_url: str) -> None:
+    engine = Warehouse(any_warehouse_url).engine
+    with engine.connect() as conn:
+        command.upgrade(alembic_config(conn), "0001_initial")
+        conn.commit()
+        conn.exec_driver_sql(
+            "INSERT INTO trades (tid, shop_id, modified, synced_at, payment) "
+            "VALUES (1, 's', '2026-11-11 00:00:00', '2026-11-11 00:00:00', 89.5)")
+        conn.commit()
+    engine.dispose()
+    wh = Warehouse(any_warehouse_url)
+    wh.migrate()
+    stored = wh.get_trade(1)
+    assert stored is not None
+    assert (stored["payment"], stored["fetched_at"]) == (Decimal("89.50"), None)
+    wh.dispose()
 
 
 def test_migrate_needs_no_alembic_ini_in_the_working_directory(sqlite_url: str, tmp_path: Path) -> None:

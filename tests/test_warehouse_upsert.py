@@ -19,6 +19,7 @@ from ordersync_pipeline.warehouse.tables import trade_details
 GMT8 = timezone(timedelta(hours=8))
 T0 = datetime(2026, 11, 11, 0, 0, 5, tzinfo=GMT8)
 SYNCED = datetime(2026, 11, 12, tzinfo=timezone.utc)
+FETCHED = datetime(2026, 11, 11, 23, 59, tzinfo=timezone.utc)  # when "the page" came back
 
 
 
@@ -27,7 +28,7 @@ def trade(tid: int, version: int, **extra: Any) -> dict[str, Any]:
     row = {
         "tid": tid, "shop_id": "shop-1", "status": f"STATUS_{version}", "type": "fixed",
         "created": T0, "modified": T0 + timedelta(minutes=version), "payment": Decimal(version) + Decimal("0.99"),
-        "buyer_nick": "买家", "num": version, "source": "increment", "synced_at": SYNCED,
+        "buyer_nick": "买家", "num": version, "source": "increment", "synced_at": SYNCED, "fetched_at": FETCHED,
     }
     row.update(extra)
     return row
@@ -38,7 +39,7 @@ def order(oid: int, tid: int, version: int) -> dict[str, Any]:
         "oid": oid, "tid": tid, "shop_id": "shop-1", "num_iid": 600000000000 + oid, "sku_id": "5000123",
         "title": "羊毛大衣 冬季", "num": 1, "price": Decimal("199.00"), "payment": Decimal(version),
         "status": f"STATUS_{version}", "refund_status": "NO_REFUND",
-        "modified": T0 + timedelta(minutes=version), "synced_at": SYNCED,
+        "modified": T0 + timedelta(minutes=version), "synced_at": SYNCED, "fetched_at": FETCHED,
     }
 
 

@@ -10,6 +10,9 @@ of the batch continues, so ``normalize_trades`` never raises on bad input):
 * ``modified`` missing or not ``yyyy-MM-dd HH:mm:ss``: it orders every upsert, so without it the row
   could neither win nor lose correctly. Other times (``created``, ``pay_time`` ...) may be absent
   (field projections), but present-and-unparsable is rejected rather than stored as NULL.
+* ``modified`` implausible: more than ``MODIFIED_FUTURE_TOLERANCE`` after the load time, or before
+  ``EARLIEST_MODIFIED`` (Taobao's launch). A version dated 2099 would win every later upsert and
+  freeze the row against every real change.
 * ``status`` missing, or not in the trade status enum (top-api.md §4.1): an unknown status would be
   stored and counted as if understood. Order lines may omit status, but not carry an unknown one.
 * Money: a string (or int) with at most 2 decimals and at most ``MONEY_MAX_INT_DIGITS`` integer
@@ -21,11 +24,18 @@ of the batch continues, so ``normalize_trades`` never raises on bad input):
 
 Empty strings in optional money/time fields are treated as absent. Text fields accept strings (ints
 are rendered as text, e.g. a numeric ``sku_id``) no longer than their warehouse column
-(warehouse/tables.py widths, written inline below); anything else is rejected.
+(warehouse/tables.py widths, written inline below); anything else is rejected. Text holding a NUL
+character (PostgreSQL cannot store it, and it would fail the whole COPY batch) or a lone UTF-16
+surrogate (JSON can carry ``"\\ud800"``; no backend can encode it) quarantines its record too.
+
+Every row carries its page's ``fetched_at``: the version of a row is ``(modified, fetched_at)``, so of
+two versions with equal ``modified`` the one the platform returned later wins (warehouse/upsert.py).
+``normalize_trades`` therefore takes one page's trades; ``merge_batches`` combines pages.
 
 Within one batch each ``tid`` appears once: if the same trade arrives twice (page drift, overlap,
-several pages flushed together) the newest ``modified`` wins, later input breaking ties. Set-based
-upserts (Postgres ``ON CONFLICT``) refuse to touch one key twice in a statement, so this is needed.
+several pages flushed together) the newest version wins, later input breaking ties, and only that
+version's lines are kept. Set-based upserts (Postgres ``ON CONFLICT``) refuse to touch one key twice
+in a statement, so this is needed.
 
 Receiver personal data never reaches a row (there are no such columns) and is stripped from
 quarantine payloads unless ``keep_pii=True``.
@@ -36,18 +46,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 import orjson
 
-from ordersync_pipeline.timeutil import GMT8, require_aware
+from ordersync_pipeline.timeutil import GMT8, format_top_time, require_aware
+from ordersync_pipeline.warehouse.types import escape_unstorable, unstorable_char
 
 __all__ = [
-    "NormalizedBatch", "normalize_trades", "detail_row", "payload_json", "InvalidTrade",
+    "NormalizedBatch", "normalize_trades", "merge_batches", "detail_row", "payload_json", "InvalidTrade",
     "TRADE_STATUSES", "TRADE_COLUMNS", "ORDER_COLUMNS",
     "QUARANTINE_COLUMNS", "PII_FIELDS", "KEPT_RECEIVER_FIELDS", "is_personal", "MONEY_MAX_INT_DIGITS",
+    "MODIFIED_FUTURE_TOLERANCE", "EARLIEST_MODIFIED",
 ]
 
 TRADE_STATUSES: Final = frozenset({
@@ -60,12 +72,12 @@ TRADE_COLUMNS: Final = (
     "shop_id", "tid", "status", "type", "created", "modified", "pay_time", "consign_time", "end_time",
     "payment", "total_fee", "post_fee", "discount_fee", "adjust_fee", "step_trade_status",
     "step_paid_fee", "buyer_open_uid", "buyer_nick", "seller_nick", "receiver_state", "receiver_city",
-    "receiver_district", "num", "source", "synced_at",
+    "receiver_district", "num", "source", "synced_at", "fetched_at",
 )
 ORDER_COLUMNS: Final = (
     "oid", "tid", "shop_id", "num_iid", "sku_id", "outer_iid", "outer_sku_id", "title", "num", "price",
     "payment", "total_fee", "discount_fee", "adjust_fee", "divide_order_fee", "status",
-    "refund_status", "modified", "synced_at",
+    "refund_status", "modified", "synced_at", "fetched_at",
 )
 QUARANTINE_COLUMNS: Final = ("quarantined_at", "source", "shop_id", "record_key", "reason", "payload")
 
@@ -89,6 +101,10 @@ _ID_MAX: Final = 2**63 - 1            # BIGINT
 _NUM_MAX: Final = 2**31 - 1           # INTEGER quantity
 _CENT: Final = Decimal("0.01")
 _CACHE_LIMIT: Final = 65_536          # bounded caches: cleared wholesale when full
+
+# Plausible ``modified``: clocks disagree by seconds, not a day; nothing on Taobao predates its launch.
+MODIFIED_FUTURE_TOLERANCE: Final = timedelta(days=1)
+EARLIEST_MODIFIED: Final = datetime(2003, 5, 10, tzinfo=GMT8)
 
 
 @dataclass
@@ -206,11 +222,22 @@ def _count(value: Any, name: str) -> int | None:
 
 def _text(value: Any, name: str, limit: int) -> str | None:
     """Text up to ``limit`` characters (the column's width: an over-long value would fail the whole
-    set-based upsert on PostgreSQL, and truncating would store something TOP never sent)."""
+    set-based upsert on PostgreSQL, and truncating would store something TOP never sent) that every
+    backend can store (no NUL, no lone surrogate: see warehouse/types.py)."""
     if type(value) is str:
-        if len(value) <= limit:
-            return value
-        raise _Invalid(f"field {name!r} = {_show(value)} is longer than {limit} characters")
+        # Hot path: the NUL scan and isascii are C loops; only non-ASCII text is encoded to find
+        # surrogates (types.unstorable_char, inlined to save a call per field).
+        if len(value) <= limit and "\x00" not in value:
+            if value.isascii():
+                return value
+            try:
+                value.encode("utf-8")
+                return value
+            except UnicodeEncodeError:
+                pass
+        if len(value) > limit:
+            raise _Invalid(f"field {name!r} = {_show(value)} is longer than {limit} characters")
+        raise _Invalid(f"field {name!r} contains {unstorable_char(value)} (cannot be stored)")
     if value is None:
         return None
     if type(value) is int:
@@ -247,7 +274,7 @@ def _order_list(value: Any) -> list[Any]:
 
 
 def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime,
-               synced_at: datetime) -> dict[str, Any]:
+               synced_at: datetime, fetched_at: datetime) -> dict[str, Any]:
     if not isinstance(o, Mapping):
         raise _Invalid(f"order[{position}] is a {type(o).__name__}, expected an object")
     get = o.get
@@ -269,20 +296,37 @@ def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime
             "divide_order_fee": _money(get("divide_order_fee"), "divide_order_fee"),
             "status": _status(get("status"), "status", required=False),
             "refund_status": _text(get("refund_status"), "refund_status", 64),
-            "modified": modified, "synced_at": synced_at,
+            "modified": modified, "synced_at": synced_at, "fetched_at": fetched_at,
         }
     except _Invalid as exc:
         raise _Invalid(f"order[{position}] (oid={_show(get('oid'))}): {exc}") from None
 
 
-def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime,
-                source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _implausible(raw: Any, modified: datetime, latest: datetime) -> _Invalid:
+    """The reason ``modified`` is implausible (see the module docstring). ``latest`` is the load time
+    plus the tolerance, in GMT8 like every parsed time: comparing the same tzinfo is the fast path."""
+    if modified > latest:
+        hours = MODIFIED_FUTURE_TOLERANCE // timedelta(hours=1)
+        return _Invalid(f"field 'modified' = {_show(raw)} is implausible: more than {hours} hours after "
+                        f"the load time ({format_top_time(latest - MODIFIED_FUTURE_TOLERANCE)} GMT+8)")
+    return _Invalid(f"field 'modified' = {_show(raw)} is implausible: before Taobao's launch "
+                    f"({EARLIEST_MODIFIED.date().isoformat()})")
+
+
+def _latest_modified(load_time: datetime) -> datetime:
+    return (load_time + MODIFIED_FUTURE_TOLERANCE).astimezone(GMT8)
+
+
+def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime, fetched_at: datetime,
+                latest: datetime, source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     get = t.get
     tid = _id(get("tid"), "tid", required=True)
     assert tid is not None
     modified = _time(get("modified"), "modified")
     if modified is None:
         raise _Invalid("field 'modified' missing")
+    if not EARLIEST_MODIFIED <= modified <= latest:
+        raise _implausible(get("modified"), modified, latest)
     row = {
         "shop_id": shop_id, "tid": tid,
         "status": _status(get("status"), "status", required=True),
@@ -306,9 +350,9 @@ def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime,
         "receiver_city": _text(get("receiver_city"), "receiver_city", 64),
         "receiver_district": _text(get("receiver_district"), "receiver_district", 64),
         "num": _count(get("num"), "num"),
-        "source": source, "synced_at": synced_at,
+        "source": source, "synced_at": synced_at, "fetched_at": fetched_at,
     }
-    orders = [_order_row(o, i, tid, shop_id, modified, synced_at)
+    orders = [_order_row(o, i, tid, shop_id, modified, synced_at, fetched_at)
               for i, o in enumerate(_order_list(get("orders")))]
     if len(orders) > 1 and len({o["oid"] for o in orders}) != len(orders):
         raise _Invalid("field 'orders' lists the same oid twice")
@@ -321,7 +365,7 @@ def _record_key(record: Any) -> str | None:
     tid = record.get("tid") if isinstance(record, Mapping) else None
     if tid is None or isinstance(tid, (dict, list)):
         return None
-    return str(tid)[:64]
+    return escape_unstorable(str(tid)[:64])  # it is quoted in reasons, which must be storable too
 
 
 def payload_json(record: Any, *, keep_pii: bool = False) -> str:
@@ -331,8 +375,9 @@ def payload_json(record: Any, *, keep_pii: bool = False) -> str:
     try:
         return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        # orjson refuses ints beyond 64 bits and non-JSON types; the stdlib writes big ints exactly.
-        return json.dumps(record, ensure_ascii=False, default=repr)
+        # orjson refuses ints beyond 64 bits, lone surrogates and non-JSON types. The stdlib writes
+        # big ints exactly, but a lone surrogate raw: escaped here so the payload can be stored.
+        return escape_unstorable(json.dumps(record, ensure_ascii=False, default=repr))
 
 
 def _quarantine_row(record: Any, reason: str, *, shop_id: str, source: str, at: datetime,
@@ -344,22 +389,26 @@ def _quarantine_row(record: Any, reason: str, *, shop_id: str, source: str, at: 
 
 # --- the batch ------------------------------------------------------------------------------------
 
-def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synced_at: datetime,
-                     source: str, keep_pii: bool = False) -> NormalizedBatch:
-    """Validate and type ``trades``; bad records become quarantine rows instead of raising.
+def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, fetched_at: datetime,
+                     synced_at: datetime, source: str, keep_pii: bool = False) -> NormalizedBatch:
+    """Validate and type one page's ``trades``; bad records become quarantine rows instead of raising.
 
-    ``synced_at`` (aware) stamps every row and is the quarantine time; ``source`` names where the
+    ``fetched_at`` (aware) is when the platform returned the page: with ``modified`` it is each row's
+    version. ``synced_at`` (aware) stamps every row, is the quarantine time and the load time that
+    ``modified`` may not exceed by more than ``MODIFIED_FUTURE_TOLERANCE``. ``source`` names where the
     trades came from (e.g. ``"increment"``, ``"historical"``, ``"tmc"``). Rows are unique by ``tid``
-    (trades) and ``oid`` (orders) within the batch, newest ``modified`` winning.
+    (trades) and ``oid`` (orders) within the batch, newest ``modified`` winning, later input on a tie.
     """
+    require_aware(fetched_at, "fetched_at")
     require_aware(synced_at, "synced_at")
+    latest = _latest_modified(synced_at)
     by_tid: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     quarantine: list[dict[str, Any]] = []
     for record in trades:
         try:
             if not isinstance(record, Mapping):
                 raise _Invalid(f"trade is a {type(record).__name__}, expected an object")
-            row, orders = _trade_rows(record, shop_id, synced_at, source)
+            row, orders = _trade_rows(record, shop_id, synced_at, fetched_at, latest, source)
         except _Invalid as exc:
             quarantine.append(_quarantine_row(record, f"trade {_record_key(record) or '?'}: {exc}",
                                               shop_id=shop_id, source=source, at=synced_at,
@@ -368,16 +417,50 @@ def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, synce
         seen = by_tid.get(row["tid"])
         if seen is None or seen[0]["modified"] <= row["modified"]:
             by_tid[row["tid"]] = (row, orders)
+    return _batch(by_tid.values(), quarantine)
+
+
+def _version(row: Mapping[str, Any]) -> tuple[datetime, datetime]:
+    return row["modified"], row["fetched_at"]
+
+
+def _batch(versions: Iterable[tuple[dict[str, Any], list[dict[str, Any]]]],
+           quarantine: list[dict[str, Any]]) -> NormalizedBatch:
+    """The batch of the chosen trade versions with their lines (an oid listed under two trades: the
+    newer line wins)."""
     batch = NormalizedBatch(quarantine=quarantine)
     by_oid: dict[int, dict[str, Any]] = {}
-    for row, orders in by_tid.values():
+    for row, orders in versions:
         batch.trades.append(row)
         for order in orders:
             seen_order = by_oid.get(order["oid"])
-            if seen_order is None or seen_order["modified"] <= order["modified"]:
+            if seen_order is None or _version(seen_order) <= _version(order):
                 by_oid[order["oid"]] = order
     batch.orders = list(by_oid.values())
     return batch
+
+
+def merge_batches(batches: Iterable[NormalizedBatch]) -> NormalizedBatch:
+    """One batch from several (one per page, in page order): each ``tid`` once, at its newest
+    ``(modified, fetched_at)`` (the later batch on a tie) with only that version's lines; every
+    quarantine row is kept."""
+    pages = list(batches)
+    merged = NormalizedBatch(trades=[row for b in pages for row in b.trades],
+                             orders=[row for b in pages for row in b.orders],
+                             quarantine=[row for b in pages for row in b.quarantine])
+    if (len({row["tid"] for row in merged.trades}) == len(merged.trades)
+            and len({row["oid"] for row in merged.orders}) == len(merged.orders)):
+        return merged  # the common case, no trade on two pages: nothing to choose
+    by_tid: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for batch in pages:
+        lines: dict[int, list[dict[str, Any]]] = {}
+        for order in batch.orders:
+            lines.setdefault(order["tid"], []).append(order)
+        for row in batch.trades:
+            seen = by_tid.get(row["tid"])
+            if seen is None or _version(seen[0]) <= _version(row):
+                by_tid[row["tid"]] = (row, lines.get(row["tid"], []))
+    return _batch(by_tid.values(), merged.quarantine)
 
 
 def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime,
@@ -393,6 +476,9 @@ def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime,
         modified = _time(trade.get("modified"), "modified")
         if modified is None:
             raise _Invalid("field 'modified' missing")
+        latest = _latest_modified(fetched_at)
+        if not EARLIEST_MODIFIED <= modified <= latest:
+            raise _implausible(trade.get("modified"), modified, latest)
     except _Invalid as exc:
         raise InvalidTrade(f"fullinfo trade {_record_key(trade) or '?'}: {exc}") from None
     return {"tid": tid, "shop_id": shop_id, "modified": modified, "fetched_at": fetched_at,

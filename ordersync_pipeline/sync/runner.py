@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ordersync_pipeline.sync.lake import PageLake
-from ordersync_pipeline.sync.normalize import detail_row, normalize_trades
+from ordersync_pipeline.sync.normalize import detail_row, merge_batches, normalize_trades
+from ordersync_pipeline.sync.pages import TradePage
 from ordersync_pipeline.sync.windows import Window
 from ordersync_pipeline.timeutil import format_top_time
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.client import TopClient
-from ordersync_pipeline.top.pages import TRADES, Page
 from ordersync_pipeline.top.paging import get_trade_fullinfo, iter_increment_pages, iter_sold_pages
 from ordersync_pipeline.warehouse import Warehouse
 
@@ -109,25 +109,25 @@ class DetailsResult:
 
 
 def increment_pages(client: TopClient, *, shop_id: str, session: str, window: Window,
-                    page_size: int) -> Iterator[Page]:
+                    page_size: int) -> Iterator[TradePage]:
     return iter_increment_pages(client, shop_id=shop_id, session=session, start_modified=window.start,
                                 end_modified=window.end, fields=LIST_FIELDS, page_size=page_size)
 
 
 def sold_pages(client: TopClient, *, shop_id: str, session: str, window: Window,
-               page_size: int) -> Iterator[Page]:
+               page_size: int) -> Iterator[TradePage]:
     return iter_sold_pages(client, shop_id=shop_id, session=session, start_created=window.start,
                            end_created=window.end, fields=LIST_FIELDS, page_size=page_size)
 
 
-def fetch_partition(pages: Iterable[Page], *, lake: PageLake, shop_id: str, stream: Stream,
+def fetch_partition(pages: Iterable[TradePage], *, lake: PageLake, shop_id: str, stream: Stream,
                     partition_key: str, window: Window) -> FetchResult:
     """Stream ``pages`` into the lake; the partition becomes readable only if every page landed."""
     started = time.perf_counter()
     manifest = lake.write_partition(shop_id=shop_id, stream=stream, partition_key=partition_key,
                                     pages=pages)
     return FetchResult(shop_id=shop_id, stream=stream, partition_key=partition_key, window=window,
-                       pages=manifest.pages, trades=manifest.items,
+                       pages=manifest.pages, trades=manifest.trades,
                        seconds=time.perf_counter() - started)
 
 
@@ -137,9 +137,8 @@ def load_partition(*, lake: PageLake, warehouse: Warehouse, shop_id: str, stream
     """Lake pages -> warehouse rows; marks the window complete only after every page committed."""
     started = time.perf_counter()
     result = LoadResult(shop_id=shop_id, stream=stream, partition_key=partition_key, window=window)
-    pending: list[Page] = []
-    for page in lake.read_partition(shop_id=shop_id, stream=stream, partition_key=partition_key,
-                                    shape=TRADES):
+    pending: list[TradePage] = []
+    for page in lake.read_partition(shop_id=shop_id, stream=stream, partition_key=partition_key):
         pending.append(page)
         if len(pending) >= PAGES_PER_FLUSH:
             _flush(pending, warehouse=warehouse, shop_id=shop_id, source=source, run_id=run_id,
@@ -200,7 +199,7 @@ def _lake_trades(lake: PageLake, specs: Sequence[LoadSpec]) -> int:
     for spec in specs:
         try:
             total += lake.manifest(shop_id=spec.shop_id, stream=spec.stream,
-                                   partition_key=spec.partition_key).items
+                                   partition_key=spec.partition_key).trades
         except Exception:  # noqa: BLE001 - load_partition reports the missing partition itself
             continue
     return total
@@ -218,14 +217,16 @@ def _load_in_worker(spec: LoadSpec, lake_root: str, url: str, run_id: str | None
                           run_id=run_id, source=spec.source)
 
 
-def _flush(pages: Sequence[Page], *, warehouse: Warehouse, shop_id: str, source: str,
+def _flush(pages: Sequence[TradePage], *, warehouse: Warehouse, shop_id: str, source: str,
            run_id: str | None, result: LoadResult) -> None:
     synced_at = utc_now()
-    raw = [trade for page in pages for trade in page.items]
-    batch = normalize_trades(shop_id, raw, synced_at=synced_at, source=source)
+    # Per page: each row's version includes when its page was fetched.
+    batch = merge_batches(normalize_trades(shop_id, page.trades, fetched_at=page.fetched_at,
+                                           synced_at=synced_at, source=source) for page in pages)
     if batch.trades or batch.orders:
         # One transaction: a trade and its lines land together.
-        warehouse.upsert_trades_with_orders(batch.trades, batch.orders)
+        stored, _ = warehouse.upsert_trades_with_orders(batch.trades, batch.orders, run_id=run_id)
+        result.quarantined += stored.quarantined  # trades the database refused (see Warehouse)
     if batch.quarantine:
         for row in batch.quarantine:
             row["run_id"] = run_id
@@ -259,12 +260,12 @@ def needs_details(trade: dict[str, Any], reasons: frozenset[DetailReason] = DEFA
     return "buyer_message" in reasons and bool(trade.get("has_buyer_message"))
 
 
-def detail_candidates(pages: Iterable[Page],
+def detail_candidates(pages: Iterable[TradePage],
                       reasons: frozenset[DetailReason] = DEFAULT_DETAIL_REASONS) -> dict[int, datetime | str]:
     """Newest ``modified`` per tid, for the trades in ``pages`` that need a fullinfo call."""
     found: dict[int, Any] = {}
     for page in pages:
-        for trade in page.items:
+        for trade in page.trades:
             tid = trade.get("tid")
             if isinstance(tid, int) and needs_details(trade, reasons):
                 modified = trade.get("modified")

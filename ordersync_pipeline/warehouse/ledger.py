@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.warehouse.tables import STREAMS, api_calls, quarantine, sync_windows
+from ordersync_pipeline.warehouse.types import escape_unstorable
 
 Stream = Literal["increment", "historical"]
 _CALL_FIELDS = ("started_at", "method", "shop_id", "outcome", "code", "sub_code", "latency_s",
@@ -91,17 +92,23 @@ def _payload_text(payload: Any) -> str | None:
     return json.dumps(payload, ensure_ascii=False, default=str)
 
 
+def _storable(text: Any) -> str | None:
+    """Quarantine must always land: NUL and lone surrogates (which the rejected record may well
+    contain) are written as JSON escapes rather than failing the insert."""
+    return None if text is None else escape_unstorable(str(text))
+
+
 def insert_quarantine(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> int:
     stamp = utc_now()
     prepared = [
         {
             "quarantined_at": row.get("quarantined_at") or stamp,
-            "run_id": row.get("run_id"),
-            "source": row.get("source"),
-            "shop_id": row.get("shop_id"),
-            "record_key": None if row.get("record_key") is None else str(row["record_key"]),
-            "reason": row.get("reason"),
-            "payload": _payload_text(row.get("payload")),
+            "run_id": _storable(row.get("run_id")),
+            "source": _storable(row.get("source")),
+            "shop_id": _storable(row.get("shop_id")),
+            "record_key": _storable(row.get("record_key")),
+            "reason": _storable(row.get("reason")),
+            "payload": _storable(_payload_text(row.get("payload"))),
         }
         for row in rows
     ]

@@ -1,12 +1,20 @@
 """``Warehouse``: the one object the sync code and the Dagster resources talk to.
 
 It owns the engine and picks the upsert strategy for the backend; the SQL lives in upsert.py and
-ledger.py. Every write method is one transaction: a batch lands whole or not at all.
+ledger.py. Every write method is one transaction: a batch lands whole or not at all, with one
+exception for the monotonic upserts: when the database refuses a batch's data (a value it cannot
+store, a constraint), the batch is split in halves, by parent key so a trade and its lines stay
+together, and each half is retried in its own transaction, down to single trades; those the database
+still refuses go to ``quarantine`` with its message as the reason, and everything else lands.
+Committing halves separately is safe because the upsert is monotonic: a load interrupted midway is
+simply re-run (its window is recorded complete only afterwards).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,11 +26,38 @@ from ordersync_pipeline.warehouse import ledger, migrator
 from ordersync_pipeline.warehouse.connect import create_warehouse_engine
 from ordersync_pipeline.warehouse.ledger import CallStats, CompletedWindow
 from ordersync_pipeline.warehouse.privacy import scrub_detail
-from ordersync_pipeline.warehouse.tables import MONOTONIC_TABLES, metadata, trade_details, trade_orders, trades
-from ordersync_pipeline.warehouse.upsert import UpsertResult, newest_per_key, prepare_rows, strategy_for
+from ordersync_pipeline.warehouse.tables import (
+    MONOTONIC_TABLES,
+    Monotonic,
+    metadata,
+    trade_details,
+    trade_orders,
+    trades,
+)
+from ordersync_pipeline.warehouse.types import escape_unstorable
+from ordersync_pipeline.warehouse.upsert import (
+    Row,
+    UpsertResult,
+    delete_superseded_children,
+    newest_per_key,
+    prepare_rows,
+    strategy_for,
+)
 
 # Bound on how many keys go into one IN (...) list (SQLite's variable limit is 32766).
 _IN_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class _Load:
+    """One table's share of a monotonic upsert: prepared, de-duplicated rows in key order."""
+
+    table: sa.Table
+    spec: Monotonic
+    rows: list[Row]
+
+    def only(self, groups: set[Any]) -> _Load:
+        return replace(self, rows=[row for row in self.rows if row[self.spec.group] in groups])
 
 
 class Warehouse:
@@ -51,49 +86,135 @@ class Warehouse:
         self.engine.dispose()
 
     # -- monotonic upserts -------------------------------------------------------------------
+    # Rows are dicts keyed by column name; each needs its key and ``modified``. ``fetched_at`` (when
+    # the platform returned this version) is stamped with the load time when left out, and
+    # ``synced_at`` too. A row never replaces a stored one with a newer (modified, fetched_at).
+
+    def upsert(self, table: str, rows: Sequence[Mapping[str, Any]], *,
+               run_id: str | None = None) -> UpsertResult:
+        """Insert or update rows of any table in ``tables.MONOTONIC_TABLES`` by its key."""
+        return self._upsert_many([(table, rows)], run_id=run_id)[0]
 
     def upsert_trades(self, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
-        """Insert or update trades by ``tid``; a row never replaces a stored one with newer ``modified``."""
-        return self._upsert("trades", rows)
+        """Insert or update trades by ``tid``."""
+        return self.upsert("trades", rows)
 
     def upsert_trade_orders(self, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
-        """Insert or update order lines by ``oid``, guarded by the parent trade's ``modified``."""
-        return self._upsert("trade_orders", rows)
+        """Insert or update order lines by ``oid``, versioned like their trade (they carry its
+        ``modified`` and ``fetched_at``)."""
+        return self.upsert("trade_orders", rows)
 
     def upsert_trade_details(self, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
-        """Cache fullinfo trades by ``tid``, guarded by ``modified``. ``detail`` may be JSON text or a
-        dict; receiver personal fields are removed from it before it is stored unless the warehouse
-        was opened with ``store_receiver_pii=True``."""
+        """Cache fullinfo trades by ``tid``. ``detail`` may be JSON text or a dict; receiver personal
+        fields are removed from it before it is stored unless the warehouse was opened with
+        ``store_receiver_pii=True``."""
         if self.store_receiver_pii:
-            return self._upsert("trade_details", rows)
+            return self.upsert("trade_details", rows)
         scrubbed = [{**row, "detail": scrub_detail(row["detail"])} if row.get("detail") is not None else row
                     for row in rows]
-        return self._upsert("trade_details", scrubbed)
+        return self.upsert("trade_details", scrubbed)
 
     def upsert_trades_with_orders(
-        self, trades_rows: Sequence[Mapping[str, Any]], order_rows: Sequence[Mapping[str, Any]]
+        self, trades_rows: Sequence[Mapping[str, Any]], order_rows: Sequence[Mapping[str, Any]], *,
+        run_id: str | None = None,
     ) -> tuple[UpsertResult, UpsertResult]:
-        """Both upserts in one transaction: a trade and its lines land together (and commit once)."""
-        trades_result, orders_result = self._upsert_many([("trades", trades_rows), ("trade_orders", order_rows)])
+        """Both upserts in one transaction: a trade and its lines land together (and commit once).
+
+        When a version of a trade that brought order lines is stored, the trade's lines are exactly
+        that version's: lines of older versions are deleted. ``run_id`` (None outside a run) marks
+        quarantine rows written for trades the database refused (see the module docstring).
+        """
+        trades_result, orders_result = self._upsert_many(
+            [("trades", trades_rows), ("trade_orders", order_rows)], run_id=run_id)
         return trades_result, orders_result
 
-    def _upsert(self, table_name: str, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
-        return self._upsert_many([(table_name, rows)])[0]
-
-    def _upsert_many(self, loads: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> list[UpsertResult]:
-        # Prepare (and validate) everything before opening the transaction: a bad row fails the
-        # whole call without touching the database.
+    def _upsert_many(self, loads: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], *,
+                     run_id: str | None) -> list[UpsertResult]:
+        # Prepare (and validate) everything before opening the transaction: a malformed row is a
+        # programming error and fails the whole call without touching the database.
         prepared = []
         for table_name, rows in loads:
             table = metadata.tables[table_name]
-            key = MONOTONIC_TABLES[table_name]
-            prepared.append((table, key, newest_per_key(prepare_rows(table, key, rows), key), len(rows)))
-        if any(unique for _, _, unique, _ in prepared):
-            with self.engine.begin() as conn:
-                for table, key, unique, _ in prepared:
-                    if unique:
-                        self._strategy.upsert(conn, table, key, unique)
-        return [UpsertResult(table=t.name, sent=sent, unique=len(u)) for t, _, u, sent in prepared]
+            spec = MONOTONIC_TABLES[table_name]
+            unique = newest_per_key(prepare_rows(table, spec.key, rows), spec.key)
+            prepared.append(_Load(table, spec, unique))
+        refused = dict(self._write_or_split(prepared)) if any(load.rows for load in prepared) else {}
+        if not refused:
+            return [UpsertResult(table=load.table.name, sent=len(rows), unique=len(load.rows))
+                    for load, (_, rows) in zip(prepared, loads, strict=True)]
+        with self.engine.begin() as conn:
+            ledger.insert_quarantine(conn, [{**row, "run_id": run_id} for row in refused.values()])
+        return [
+            UpsertResult(table=load.table.name, sent=len(rows), unique=len(load.rows),
+                         quarantined=sum(row[load.spec.group] in refused for row in load.rows))
+            for load, (_, rows) in zip(prepared, loads, strict=True)
+        ]
+
+    def _write(self, loads: Sequence[_Load]) -> None:
+        """One transaction: every load's upsert, then the lines superseded by the stored versions."""
+        with self.engine.connect() as conn:
+            self._strategy.prepare(conn, [load.table for load in loads if load.rows])
+            with conn.begin():
+                self._write_in(conn, loads)
+
+    def _write_in(self, conn: sa.Connection, loads: Sequence[_Load]) -> None:
+        for load in loads:
+            if load.rows:
+                self._strategy.upsert(conn, load.table, load.spec.key, load.rows)
+        for load in loads:
+            if load.rows and load.spec.parent is not None:
+                parent_name, column = load.spec.parent
+                delete_superseded_children(conn, load.table, load.spec.key, metadata.tables[parent_name],
+                                           column, sorted({row[column] for row in load.rows}))
+
+    def _write_or_split(self, loads: Sequence[_Load]) -> list[tuple[Any, dict[str, Any]]]:
+        """Write ``loads``; if the database refuses their data, bisect by group and retry the halves.
+        Returns (group, quarantine row) for each single group it still refused."""
+        try:
+            self._write(loads)
+            return []
+        except Exception as exc:
+            if not self._refuses_data(exc):
+                raise
+            refusal = exc
+        groups = sorted({row[load.spec.group] for load in loads for row in load.rows})
+        if len(groups) == 1:
+            return [(groups[0], self._refused_row(loads, groups[0], refusal))]
+        halves = [set(groups[: len(groups) // 2]), set(groups[len(groups) // 2 :])]
+        return [refused for half in halves
+                for refused in self._write_or_split([load.only(half) for load in loads])]
+
+    def _refuses_data(self, exc: BaseException) -> bool:
+        """True when the database (or its driver) refused the values, not when it could not be
+        reached: encoding errors, DataError (bad value, NUL, overflow) and IntegrityError."""
+        cause: BaseException | None = exc
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            return False
+        if isinstance(exc, sa.exc.StatementError):  # SQLAlchemy's wrapper: judge the driver's error
+            cause = exc.orig
+        dbapi = self.engine.dialect.loaded_dbapi
+        return isinstance(cause, (UnicodeError, dbapi.DataError, dbapi.IntegrityError))
+
+    def _refused_row(self, loads: Sequence[_Load], group: Any, exc: BaseException) -> dict[str, Any]:
+        rows = {load.table.name: [row for row in load.rows if row[load.spec.group] == group]
+                for load in loads}
+        first = next(row for table_rows in rows.values() for row in table_rows)
+        cause = exc.orig if isinstance(exc, sa.exc.StatementError) and exc.orig is not None else exc
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        # psycopg names the column COPY failed on in the diagnostics, not in the message.
+        context = getattr(getattr(cause, "diag", None), "context", None)
+        if context:
+            message += f" ({context.strip().splitlines()[0]})"
+        group_name = loads[0].spec.group
+        tables = ", ".join(name for name, table_rows in rows.items() if table_rows)
+        return {
+            "source": first.get("source") or loads[0].table.name, "shop_id": first.get("shop_id"),
+            "record_key": str(group),
+            "reason": (f"{group_name}={group}: the {self.dialect_name} warehouse refused its rows "
+                       f"({tables}): {type(cause).__name__}: {message}"),
+            "payload": escape_unstorable(json.dumps({name: table_rows for name, table_rows in rows.items()
+                                                     if table_rows}, ensure_ascii=False, default=str)),
+        }
 
     # -- ledger, quarantine, windows ---------------------------------------------------------
 

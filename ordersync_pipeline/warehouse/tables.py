@@ -7,6 +7,7 @@ migrated database with this metadata on every backend.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,6 +51,9 @@ trades = sa.Table(
     sa.Column("num", sa.Integer),
     sa.Column("source", sa.String(16)),
     sa.Column("synced_at", UTCDateTime, nullable=False),
+    # When the platform returned this version (its page's fetched_at): breaks ties between versions
+    # with equal modified. NULL only in rows written before revision 0002.
+    sa.Column("fetched_at", UTCDateTime),
     sa.Index("ix_trades_shop_modified", "shop_id", "modified"),
     sa.Index("ix_trades_shop_created", "shop_id", "created"),
     **MYSQL_TABLE_ARGS,
@@ -78,6 +82,7 @@ trade_orders = sa.Table(
     # The parent trade's modified: order lines follow the same newer-wins rule as their trade.
     sa.Column("modified", UTCDateTime, nullable=False),
     sa.Column("synced_at", UTCDateTime, nullable=False),
+    sa.Column("fetched_at", UTCDateTime),  # the parent trade's, like modified
     sa.Index("ix_trade_orders_tid", "tid"),
     sa.Index("ix_trade_orders_shop_item_sku", "shop_id", "num_iid", "sku_id"),
     **MYSQL_TABLE_ARGS,
@@ -144,5 +149,31 @@ trade_details = sa.Table(
     **MYSQL_TABLE_ARGS,
 )
 
-# Tables loaded with the monotonic (newer-modified-wins) upsert, by primary key column.
-MONOTONIC_TABLES: dict[str, str] = {"trades": "tid", "trade_orders": "oid", "trade_details": "tid"}
+
+@dataclass(frozen=True)
+class Monotonic:
+    """How a monotonic table is kept current (docs/warehouse.md, "How rows are kept current").
+
+    Every such table has ``modified`` and ``fetched_at``; a row replaces the stored one when its
+    version ``(modified, fetched_at)`` is at least the stored one (a NULL ``fetched_at`` loses ties).
+    ``key`` is the primary key column. A child table (order lines) names its ``parent`` table and the
+    column here that holds the parent's key: its rows carry the parent's version, and once a parent
+    version that brought children is stored, children of older versions are deleted. Rows of one
+    parent are loaded, and refused by the database, together.
+    """
+
+    key: str
+    parent: tuple[str, str] | None = None
+
+    @property
+    def group(self) -> str:
+        """The column whose value ties rows that must land (or be quarantined) together."""
+        return self.parent[1] if self.parent else self.key
+
+
+# Tables loaded with the monotonic upsert. A new one (refunds) needs its table and an entry here.
+MONOTONIC_TABLES: dict[str, Monotonic] = {
+    "trades": Monotonic(key="tid"),
+    "trade_orders": Monotonic(key="oid", parent=("trades", "tid")),
+    "trade_details": Monotonic(key="tid"),
+}
