@@ -90,8 +90,14 @@ class SyncSettings(BaseModel):
     fetch_concurrency: int = Field(default=2, ge=1, le=32)
     # Loader processes for a run's partitions (PostgreSQL only; other backends load in-process).
     load_workers: int = Field(default=2, ge=1, le=16)
-    # Optional fixed start of the incremental partitions (ISO date or datetime, Asia/Shanghai when
-    # naive). Defaults to ``history_days`` before the first run.
+    # A partition whose failure can heal by waiting (timeouts, 5xx, a window still settling) is tried
+    # this many times within its run, the waits growing from retry_delay_seconds (each API call is
+    # already retried by the client); anything else fails the partition at once. A failed partition is
+    # not marked complete and the next run (or `ordersync sync`) retries exactly it.
+    partition_attempts: int = Field(default=3, ge=1, le=10)
+    retry_delay_seconds: float = Field(default=10.0, ge=0, le=600)
+    # Optional fixed start of the increment partitions (ISO date or datetime, Asia/Shanghai when naive);
+    # history ends exactly there. Defaults to the start of the first sync's day.
     start: str | None = None
     # Receiver name, phone and address are kept (in cached fullinfo details) only when this is true.
     store_receiver_pii: bool = False
