@@ -80,25 +80,28 @@ def test_quarantine_keeps_reason_and_raw_payload(wh: Warehouse) -> None:
 def test_windows_are_listed_in_order_and_rerecording_replaces(wh: Warehouse) -> None:
     start = datetime(2026, 11, 11, 0, 0, tzinfo=GMT8)
     for k in (2, 0, 1):
-        wh.mark_window_complete(shop_id="shop-1", stream="increment", window_start=start + timedelta(minutes=15 * k),
+        wh.mark_window_complete(shop_id="shop-1", stream="trades", kind="increment",
+                                window_start=start + timedelta(minutes=15 * k),
                                 window_end=start + timedelta(minutes=15 * (k + 1)), partition_key=f"p{k}",
-                                pages=1, trades=10, run_id="run-1")
-    wh.mark_window_complete(shop_id="shop-1", stream="increment", window_start=start,
-                            window_end=start + timedelta(minutes=15), partition_key="p0", pages=3, trades=250,
+                                pages=1, records=10, run_id="run-1")
+    wh.mark_window_complete(shop_id="shop-1", stream="trades", kind="increment", window_start=start,
+                            window_end=start + timedelta(minutes=15), partition_key="p0", pages=3, records=250,
                             run_id="run-2")
-    windows = wh.completed_windows("shop-1", "increment")
+    windows = wh.completed_windows("shop-1", "trades", "increment")
     assert [w.partition_key for w in windows] == ["p0", "p1", "p2"]
-    assert (windows[0].pages, windows[0].trades, windows[0].run_id) == (3, 250, "run-2")
+    assert (windows[0].pages, windows[0].records, windows[0].run_id) == (3, 250, "run-2")
     assert windows[0].window_start == start
-    assert wh.completed_windows("shop-1", "historical") == []
+    assert wh.completed_windows("shop-1", "trades", "historical") == []
+    # Each stream keeps its own windows: a refunds window is not a trades window.
+    assert wh.completed_windows("shop-1", "refunds", "increment") == []
 
 
 def test_a_window_must_be_aware_and_non_empty(wh: Warehouse) -> None:
     start = datetime(2026, 11, 11, tzinfo=GMT8)
     with pytest.raises(ValueError):
-        wh.mark_window_complete(shop_id="s", stream="increment", window_start=start, window_end=start,
-                                partition_key=None, pages=0, trades=0, run_id=None)
+        wh.mark_window_complete(shop_id="s", stream="trades", kind="increment", window_start=start,
+                                window_end=start, partition_key=None, pages=0, records=0, run_id=None)
     with pytest.raises(ValueError):
-        wh.mark_window_complete(shop_id="s", stream="daily", window_start=start,
-                                window_end=start + timedelta(hours=1), partition_key=None, pages=0, trades=0,
+        wh.mark_window_complete(shop_id="s", stream="trades", kind="daily", window_start=start,
+                                window_end=start + timedelta(hours=1), partition_key=None, pages=0, records=0,
                                 run_id=None)

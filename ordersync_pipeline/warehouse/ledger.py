@@ -17,10 +17,10 @@ from sqlalchemy.engine import Connection
 
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.timeutil import require_aware
-from ordersync_pipeline.warehouse.tables import STREAMS, api_calls, quarantine, sync_windows
+from ordersync_pipeline.warehouse.tables import KINDS, api_calls, quarantine, sync_windows
 from ordersync_pipeline.warehouse.types import escape_unstorable
 
-Stream = Literal["increment", "historical"]
+Kind = Literal["increment", "historical"]
 _CALL_FIELDS = ("started_at", "method", "shop_id", "outcome", "code", "sub_code", "latency_s",
                 "request_id", "attempt", "error_kind")
 
@@ -29,11 +29,12 @@ _CALL_FIELDS = ("started_at", "method", "shop_id", "outcome", "code", "sub_code"
 class CompletedWindow:
     shop_id: str
     stream: str
+    kind: str
     window_start: datetime
     window_end: datetime
     partition_key: str | None
     pages: int
-    trades: int
+    records: int
     completed_at: datetime
     run_id: str | None
 
@@ -117,30 +118,32 @@ def insert_quarantine(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> in
     return len(prepared)
 
 
-def record_window(conn: Connection, *, shop_id: str, stream: str, window_start: datetime,
-                  window_end: datetime, partition_key: str | None, pages: int, trades: int,
+def record_window(conn: Connection, *, shop_id: str, stream: str, kind: str, window_start: datetime,
+                  window_end: datetime, partition_key: str | None, pages: int, records: int,
                   run_id: str | None) -> None:
     """Record a window as complete (re-recording it replaces the earlier entry)."""
-    if stream not in STREAMS:
-        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     require_aware(window_start, "window_start")
     require_aware(window_end, "window_end")
     if window_end <= window_start:
         raise ValueError(f"empty window {window_start.isoformat()} .. {window_end.isoformat()}")
     key = (sync_windows.c.shop_id == shop_id) & (sync_windows.c.stream == stream) \
-        & (sync_windows.c.window_start == window_start) & (sync_windows.c.window_end == window_end)
+        & (sync_windows.c.kind == kind) & (sync_windows.c.window_start == window_start) \
+        & (sync_windows.c.window_end == window_end)
     # Delete + insert in one transaction: portable, and a window row is tiny.
     conn.execute(sync_windows.delete().where(key))
     conn.execute(sync_windows.insert().values(
-        shop_id=shop_id, stream=stream, window_start=window_start, window_end=window_end,
-        partition_key=partition_key, pages=pages, trades=trades, completed_at=utc_now(), run_id=run_id,
+        shop_id=shop_id, stream=stream, kind=kind, window_start=window_start, window_end=window_end,
+        partition_key=partition_key, pages=pages, records=records, completed_at=utc_now(), run_id=run_id,
     ))
 
 
-def read_windows(conn: Connection, shop_id: str, stream: str) -> list[CompletedWindow]:
+def read_windows(conn: Connection, shop_id: str, stream: str, kind: str) -> list[CompletedWindow]:
     rows = conn.execute(
         sa.select(sync_windows)
-        .where(sync_windows.c.shop_id == shop_id, sync_windows.c.stream == stream)
+        .where(sync_windows.c.shop_id == shop_id, sync_windows.c.stream == stream,
+               sync_windows.c.kind == kind)
         .order_by(sync_windows.c.window_start, sync_windows.c.window_end)
     ).mappings()
     return [CompletedWindow(**row) for row in rows]

@@ -95,6 +95,12 @@ class Warehouse:
         """Insert or update rows of any table in ``tables.MONOTONIC_TABLES`` by its key."""
         return self._upsert_many([(table, rows)], run_id=run_id)[0]
 
+    def upsert_many(self, loads: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], *,
+                    run_id: str | None = None) -> list[UpsertResult]:
+        """Several monotonic tables in one transaction (a parent and its children land together);
+        rows the database refuses are split out to quarantine as described above."""
+        return self._upsert_many(loads, run_id=run_id)
+
     def upsert_trades(self, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
         """Insert or update trades by ``tid``."""
         return self.upsert("trades", rows)
@@ -228,19 +234,19 @@ class Warehouse:
         with self.engine.begin() as conn:
             return ledger.insert_quarantine(conn, rows)
 
-    def mark_window_complete(self, *, shop_id: str, stream: str, window_start: datetime,
-                             window_end: datetime, partition_key: str | None, pages: int, trades: int,
+    def mark_window_complete(self, *, shop_id: str, stream: str, kind: str, window_start: datetime,
+                             window_end: datetime, partition_key: str | None, pages: int, records: int,
                              run_id: str | None) -> None:
         """Record that every page of this window has landed. Call only after the rows committed."""
         with self.engine.begin() as conn:
-            ledger.record_window(conn, shop_id=shop_id, stream=stream, window_start=window_start,
+            ledger.record_window(conn, shop_id=shop_id, stream=stream, kind=kind, window_start=window_start,
                                  window_end=window_end, partition_key=partition_key, pages=pages,
-                                 trades=trades, run_id=run_id)
+                                 records=records, run_id=run_id)
 
-    def completed_windows(self, shop_id: str, stream: str) -> list[CompletedWindow]:
-        """Completed windows of one shop and stream, ordered by start."""
+    def completed_windows(self, shop_id: str, stream: str, kind: str) -> list[CompletedWindow]:
+        """Completed windows of one shop, stream and path, ordered by start."""
         with self.engine.connect() as conn:
-            return ledger.read_windows(conn, shop_id, stream)
+            return ledger.read_windows(conn, shop_id, stream, kind)
 
     def call_stats(self, since: datetime, shop_id: str | None = None) -> CallStats:
         """Calls and failed calls since ``since`` (all shops when ``shop_id`` is None)."""

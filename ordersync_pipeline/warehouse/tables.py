@@ -19,7 +19,8 @@ MYSQL_TABLE_ARGS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate":
 
 # Values of trades.source: which path last wrote the row.
 SOURCES = ("increment", "sold", "fullinfo", "tmc", "refetch")
-STREAMS = ("increment", "historical")
+# Values of sync_windows.kind: the two paths every stream is fetched by.
+KINDS = ("increment", "historical")
 
 metadata = sa.MetaData()
 
@@ -127,12 +128,13 @@ sync_windows = sa.Table(
     "sync_windows",
     metadata,
     sa.Column("shop_id", sa.String(64), primary_key=True),
-    sa.Column("stream", sa.String(16), primary_key=True),
+    sa.Column("stream", sa.String(32), primary_key=True),     # the registry's stream: trades, refunds
+    sa.Column("kind", sa.String(16), primary_key=True),       # increment (modified) | historical
     sa.Column("window_start", UTCDateTime, primary_key=True),
     sa.Column("window_end", UTCDateTime, primary_key=True),
     sa.Column("partition_key", sa.String(64)),
     sa.Column("pages", sa.Integer, nullable=False),
-    sa.Column("trades", sa.Integer, nullable=False),
+    sa.Column("records", sa.Integer, nullable=False),
     sa.Column("completed_at", UTCDateTime, nullable=False),
     sa.Column("run_id", sa.String(64)),
     **MYSQL_TABLE_ARGS,

@@ -1,11 +1,12 @@
-"""A call recorder that lands the client's call ledger in the warehouse ``api_calls`` table."""
+"""A call recorder that lands the client's call ledger in the warehouse ``api_calls`` table (beside the
+ledger it writes to: warehouse/ledger.py)."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from ordersync_pipeline.warehouse import Warehouse
+from ordersync_pipeline.warehouse.store import Warehouse
 
 
 class WarehouseCallRecorder:
