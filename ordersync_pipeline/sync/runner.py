@@ -1,300 +1,459 @@
-"""Partition runners: the whole of one sync step as plain functions the Dagster assets call.
+"""Partition runners: the whole of a sync run over many partitions, as plain Python the Dagster assets call.
 
-Two steps per partition, with the raw page lake between them:
+Each partition goes through two steps with the raw page lake between them:
 
-1. ``fetch_partition``: API pages for a window -> the lake (nothing else). Published atomically, so a
-   partition whose pages did not all land is never readable.
-2. ``load_partition``: lake -> normalised rows -> monotonic upserts + quarantine, then the window is
-   recorded complete. Because it reads only the lake, any partition can be rebuilt with no API call.
+1. **fetch**: the stream's list pages for the partition's window (plus detail answers for records the list
+   call cannot describe) stream into the lake, published atomically: a partition whose pages did not all
+   land is never readable.
+2. **load**: lake pages -> normalised rows -> monotonic upserts + quarantine, then the windows actually
+   fetched (read from the lake manifest) are recorded in ``sync_windows``. Because load reads only the
+   lake, any partition can be rebuilt with no API call.
 
-``refresh_details`` fetches ``taobao.trade.fullinfo.get`` only for trades whose list fields are not
-enough, skipping those already cached at the same ``modified``.
+``SyncRunner.run`` overlaps the two: partitions are fetched by a small thread pool (the shared rate
+budget, not the thread count, bounds calls) and each is loaded as soon as its pages are published, while
+later ones are still being fetched. Every partition ends with its own ``PartitionOutcome``; a failure is
+retried in place when it can heal by waiting and otherwise reported for that partition alone, so one bad
+shop, session or page never stops the others.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ordersync_pipeline.sync.lake import PageLake
-from ordersync_pipeline.sync.normalize import detail_row, merge_batches, normalize_trades
-from ordersync_pipeline.sync.pages import TradePage
-from ordersync_pipeline.sync.windows import Window
-from ordersync_pipeline.timeutil import format_top_time
+from ordersync_pipeline.failures import describe, is_transient
+from ordersync_pipeline.sync.lake import LakeManifest, PageLake
+from ordersync_pipeline.sync.stream import Batch, Stream
+from ordersync_pipeline.sync.windows import Kind, Window
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.client import TopClient
-from ordersync_pipeline.top.paging import get_trade_fullinfo, iter_increment_pages, iter_sold_pages
+from ordersync_pipeline.top.pages import Page
 from ordersync_pipeline.warehouse import Warehouse
 
-Stream = str  # "increment" | "historical"
-INCREMENT: Stream = "increment"
-HISTORICAL: Stream = "historical"
+__all__ = ["PartitionTask", "PartitionOutcome", "SyncRunner", "RunnerSettings", "lake_dataset",
+           "PAGES_PER_FLUSH"]
 
-# What the list APIs are asked for: every column the warehouse keeps, plus the flags that decide
-# whether a trade needs a fullinfo call. Receiver personal fields are deliberately not requested.
-LIST_FIELDS = ",".join([
-    "tid", "status", "type", "created", "modified", "pay_time", "consign_time", "end_time",
-    "payment", "total_fee", "post_fee", "discount_fee", "adjust_fee", "step_trade_status",
-    "step_paid_fee", "buyer_open_uid", "buyer_nick", "seller_nick", "receiver_state", "receiver_city",
-    "receiver_district", "num", "has_buyer_message", "orders",
-])
-DETAIL_FIELDS = LIST_FIELDS + ",buyer_message,seller_memo,step_pay_details,promotion_details"
+log = logging.getLogger("ordersync.sync")
 
 # Flush rows to the warehouse every this many pages: big enough for set-based upserts to pay off,
 # small enough to keep memory flat whatever the window size.
 PAGES_PER_FLUSH = 10
 
-# Below this many trades a run loads in-process: starting loader processes (~1-2 s each, imports
+# Below this many records a run loads in-process: starting loader processes (~1-2 s each, imports
 # included) costs more than it saves on small increments.
-PARALLEL_LOAD_MIN_TRADES = 20_000
+PARALLEL_LOAD_MIN_RECORDS = 20_000
+
+
+def lake_dataset(stream: Stream | str, kind: Kind) -> str:
+    """The lake's name for a stream's pages on one path, e.g. ``trades.increment``."""
+    name = stream if isinstance(stream, str) else stream.name
+    return f"{name}.{kind}"
 
 
 @dataclass(frozen=True)
-class FetchResult:
-    shop_id: str
+class PartitionTask:
+    """One partition of one stream: what to fetch and where it is accounted."""
+
     stream: Stream
+    kind: Kind
+    shop_id: str
     partition_key: str
-    window: Window
-    pages: int
-    trades: int
-    seconds: float
+    window: Window                       # what to fetch (already clipped to what may be fetched now)
+
+    @property
+    def dataset(self) -> str:
+        return lake_dataset(self.stream, self.kind)
+
+    @property
+    def label(self) -> str:
+        return f"{self.stream.name} {self.kind} {self.shop_id} {self.partition_key}"
 
 
 @dataclass
-class LoadResult:
-    shop_id: str
-    stream: Stream
-    partition_key: str
-    window: Window
+class PartitionOutcome:
+    """What happened to one partition: its own figures, never the run's."""
+
+    task: PartitionTask
     pages: int = 0
-    trades: int = 0
-    orders: int = 0
+    records: int = 0                     # records fetched (list items plus detail answers)
+    rows: dict[str, int] = field(default_factory=dict)   # rows upserted per table
     quarantined: int = 0
     quarantine_reasons: list[str] = field(default_factory=list)
+    api_calls: int = 0
+    api_errors: int = 0
+    attempts: int = 0
+    fetched: Window | None = None        # the window actually fetched (from the lake manifest)
+    fetch_seconds: float = 0.0
+    load_seconds: float = 0.0
+    error: str | None = None
+    transient: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def seconds(self) -> float:
+        return self.fetch_seconds + self.load_seconds
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    page_size: int = 100
+    # Partitions fetched at once; the shared rate budget still caps calls per minute.
+    fetch_concurrency: int = 2
+    # Loader processes (PostgreSQL only, and only once a run has enough to load; others load in-process).
+    load_workers: int = 2
+    # Attempts per partition for failures that can heal by waiting (each API call is already retried
+    # by the client); a failure that cannot heal fails its partition at once.
+    attempts: int = 3
+    retry_delays: tuple[float, ...] = (5.0, 20.0)
+
+    def delay(self, attempt: int) -> float:
+        if not self.retry_delays:
+            return 0.0
+        return self.retry_delays[min(attempt - 1, len(self.retry_delays) - 1)]
+
+
+class _TaskCalls:
+    """Forwards call records to the ledger and counts them against the partition the calling thread is
+    working on (one client per thread, one partition per thread at a time)."""
+
+    def __init__(self, ledger: Any) -> None:
+        self._ledger = ledger
+        self._local = threading.local()
+
+    def bind(self, outcome: PartitionOutcome | None) -> None:
+        self._local.outcome = outcome
+
+    def record(self, call: Any) -> None:
+        outcome: PartitionOutcome | None = getattr(self._local, "outcome", None)
+        if outcome is not None:
+            outcome.api_calls += 1
+            if getattr(call, "outcome", "ok") != "ok":
+                outcome.api_errors += 1
+        self._ledger.record(call)
+
+
+ClientFactory = Callable[[Any], TopClient]   # recorder -> a new client reporting its calls to it
+SessionLookup = Callable[[str], str]         # shop_id -> session key (raises ConfigError when unusable)
+
+
+class SyncRunner:
+    """Fetches and loads partitions of any stream; see the module docstring."""
+
+    def __init__(self, *, lake: PageLake, warehouse: Warehouse, run_id: str | None,
+                 settings: RunnerSettings | None = None, clients: ClientFactory | None = None,
+                 sessions: SessionLookup | None = None, ledger: Any = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.lake, self.warehouse, self.run_id = lake, warehouse, run_id
+        self.settings = settings or RunnerSettings()
+        self._clients_factory, self._sessions = clients, sessions
+        self._calls = _TaskCalls(ledger) if ledger is not None else None
+        self._sleep = sleep
+        self._local = threading.local()
+        self._all_clients: list[TopClient] = []
+        self._lock = threading.Lock()
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self, tasks: Sequence[PartitionTask], *, from_lake: bool = False) -> Iterator[PartitionOutcome]:
+        """Fetch (unless ``from_lake``) and load every task; yields each partition's outcome as it ends."""
+        if not tasks:
+            return
+        loader = _Loader(self, total_tasks=len(tasks))
+        try:
+            if from_lake:
+                for task in tasks:
+                    outcome = PartitionOutcome(task=task)
+                    if not self.lake.has_partition(shop_id=task.shop_id, stream=task.dataset,
+                                                   partition_key=task.partition_key):
+                        outcome.error = (f"from_lake: no complete {task.dataset} pages for shop {task.shop_id} "
+                                         f"partition {task.partition_key} in the lake; run it once without "
+                                         "from_lake")
+                        yield outcome
+                        continue
+                    loader.submit(outcome)
+                yield from loader.drain()
+                return
+            with ThreadPoolExecutor(max_workers=max(1, self.settings.fetch_concurrency),
+                                    thread_name_prefix="ordersync-fetch") as pool:
+                fetches: dict[Future[PartitionOutcome], PartitionOutcome] = {}
+                for task in tasks:
+                    outcome = PartitionOutcome(task=task)
+                    fetches[pool.submit(self._fetch, outcome)] = outcome
+                while fetches or loader.pending:
+                    waiting: list[Future[Any]] = [*fetches, *loader.pending]
+                    done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        if future in fetches:
+                            outcome = fetches.pop(future)
+                            future.result()  # _fetch never raises; a bug here should surface
+                            if outcome.ok:
+                                loader.submit(outcome, fetched_records=outcome.records)
+                            else:
+                                yield outcome
+                        else:
+                            yield loader.finish(future)
+        finally:
+            loader.close()
+            self._close_clients()
+
+    # -- fetch -----------------------------------------------------------------------------------
+
+    def _client(self) -> TopClient:
+        client: TopClient | None = getattr(self._local, "client", None)
+        if client is None:
+            if self._clients_factory is None:
+                raise RuntimeError("this runner was built without a client factory (from-lake only)")
+            client = self._local.client = self._clients_factory(self._calls)
+            with self._lock:
+                self._all_clients.append(client)
+        return client
+
+    def _close_clients(self) -> None:
+        with self._lock:
+            clients, self._all_clients = self._all_clients, []
+        for client in clients:
+            client.close()
+
+    def _fetch(self, outcome: PartitionOutcome) -> PartitionOutcome:
+        task = outcome.task
+        started = time.perf_counter()
+        if self._calls is not None:
+            self._calls.bind(outcome)
+        try:
+            for attempt in range(1, self.settings.attempts + 1):
+                outcome.attempts = attempt
+                try:
+                    manifest = self._fetch_once(task)
+                except Exception as exc:  # noqa: BLE001 - every failure is this partition's alone
+                    transient = is_transient(exc)
+                    if transient and attempt < self.settings.attempts:
+                        delay = self.settings.delay(attempt)
+                        log.warning("%s: attempt %d failed (%s); retrying in %.0fs", task.label, attempt,
+                                    describe(exc), delay)
+                        self._sleep(delay)
+                        continue
+                    outcome.error, outcome.transient = describe(exc), transient
+                    log.warning("%s: failed: %s", task.label, outcome.error)
+                    return outcome
+                outcome.pages, outcome.records = manifest.pages, manifest.items
+                outcome.fetched = manifest_window(manifest)
+                return outcome
+            return outcome
+        finally:
+            outcome.fetch_seconds = time.perf_counter() - started
+            if self._calls is not None:
+                self._calls.bind(None)
+
+    def _fetch_once(self, task: PartitionTask) -> LakeManifest:
+        if self._sessions is None:
+            raise RuntimeError("this runner was built without session lookup (from-lake only)")
+        session = self._sessions(task.shop_id)
+        client = self._client()
+        listing = task.stream.lists[task.kind]
+        pages: Iterable[Page] = listing.pages(client, shop_id=task.shop_id, session=session,
+                                              window=task.window, page_size=self.settings.page_size)
+        if task.stream.detail is not None:
+            pages = _with_details(pages, task, client, session)
+        return self.lake.write_partition(shop_id=task.shop_id, stream=task.dataset,
+                                         partition_key=task.partition_key, pages=pages)
+
+
+def _with_details(pages: Iterable[Page], task: PartitionTask, client: TopClient,
+                  session: str) -> Iterator[Page]:
+    """The list pages, each followed by one detail page per record the list call could not describe."""
+    detail = task.stream.detail
+    assert detail is not None
+    for page in pages:
+        yield page
+        for record in page.items:
+            # A record that is not an object cannot be looked up; the normaliser quarantines it.
+            if isinstance(record, dict) and detail.incomplete(record):
+                yield detail.fetch(client, shop_id=task.shop_id, session=session, record=record,
+                                   window=Window(page.window_start, page.window_end))
+
+
+def manifest_window(manifest: LakeManifest) -> Window:
+    """The window a published partition covers: its pages' windows are contiguous pieces of it."""
+    starts = [start for start, _ in manifest.windows]
+    ends = [end for _, end in manifest.windows]
+    return Window(min(starts), max(ends))
+
+
+# -- load -----------------------------------------------------------------------------------------
+
+@dataclass
+class LoadFigures:
+    """What loading one partition did (picklable: comes back from loader processes)."""
+
+    pages: int = 0
+    records: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    quarantine_reasons: list[str] = field(default_factory=list)
+    window: Window | None = None
     seconds: float = 0.0
 
 
-@dataclass
-class LoadTotals:
-    """Sums over the partitions of one run (what the run's metadata and asset check report)."""
-
-    partitions: int = 0
-    pages: int = 0
-    trades: int = 0
-    orders: int = 0
-    quarantined: int = 0
-    quarantine_reasons: list[str] = field(default_factory=list)
-
-    def add(self, result: LoadResult) -> None:
-        self.partitions += 1
-        self.pages += result.pages
-        self.trades += result.trades
-        self.orders += result.orders
-        self.quarantined += result.quarantined
-        self.quarantine_reasons.extend(result.quarantine_reasons)
-
-
-@dataclass(frozen=True)
-class DetailsResult:
-    shop_id: str
-    candidates: int
-    fetched: int
-    cached: int
-
-
-def increment_pages(client: TopClient, *, shop_id: str, session: str, window: Window,
-                    page_size: int) -> Iterator[TradePage]:
-    return iter_increment_pages(client, shop_id=shop_id, session=session, start_modified=window.start,
-                                end_modified=window.end, fields=LIST_FIELDS, page_size=page_size)
-
-
-def sold_pages(client: TopClient, *, shop_id: str, session: str, window: Window,
-               page_size: int) -> Iterator[TradePage]:
-    return iter_sold_pages(client, shop_id=shop_id, session=session, start_created=window.start,
-                           end_created=window.end, fields=LIST_FIELDS, page_size=page_size)
-
-
-def fetch_partition(pages: Iterable[TradePage], *, lake: PageLake, shop_id: str, stream: Stream,
-                    partition_key: str, window: Window) -> FetchResult:
-    """Stream ``pages`` into the lake; the partition becomes readable only if every page landed."""
+def load_partition(*, lake: PageLake, warehouse: Warehouse, stream: Stream, kind: Kind, shop_id: str,
+                   partition_key: str, run_id: str | None) -> LoadFigures:
+    """Lake pages -> warehouse rows; records the fetched window only after every page committed."""
     started = time.perf_counter()
-    manifest = lake.write_partition(shop_id=shop_id, stream=stream, partition_key=partition_key,
-                                    pages=pages)
-    return FetchResult(shop_id=shop_id, stream=stream, partition_key=partition_key, window=window,
-                       pages=manifest.pages, trades=manifest.trades,
-                       seconds=time.perf_counter() - started)
+    dataset = lake_dataset(stream, kind)
+    manifest = lake.manifest(shop_id=shop_id, stream=dataset, partition_key=partition_key)
+    figures = LoadFigures(window=manifest_window(manifest))
+    source = stream.lists[kind].source
+    pending = Batch()
+    pending_pages = 0
+    for page in lake.read_partition(shop_id=shop_id, stream=dataset, partition_key=partition_key,
+                                    shape=stream.shape):
+        batch = stream.normalize(shop_id, page.items, synced_at=utc_now(), fetched_at=page.fetched_at,
+                                 source=source)
+        pending.extend(batch)
+        pending_pages += 1
+        figures.pages += 1
+        figures.records += len(page.items)
+        if pending_pages >= PAGES_PER_FLUSH:
+            _flush(pending, warehouse=warehouse, stream=stream, run_id=run_id, figures=figures)
+            pending, pending_pages = Batch(), 0
+    _flush(pending, warehouse=warehouse, stream=stream, run_id=run_id, figures=figures)
+    assert figures.window is not None
+    warehouse.mark_window_complete(shop_id=shop_id, stream=stream.name, kind=kind,
+                                   window_start=figures.window.start, window_end=figures.window.end,
+                                   partition_key=partition_key, pages=figures.pages,
+                                   records=figures.records, run_id=run_id)
+    figures.seconds = time.perf_counter() - started
+    return figures
 
 
-def load_partition(*, lake: PageLake, warehouse: Warehouse, shop_id: str, stream: Stream,
-                   partition_key: str, window: Window, run_id: str | None,
-                   source: str) -> LoadResult:
-    """Lake pages -> warehouse rows; marks the window complete only after every page committed."""
-    started = time.perf_counter()
-    result = LoadResult(shop_id=shop_id, stream=stream, partition_key=partition_key, window=window)
-    pending: list[TradePage] = []
-    for page in lake.read_partition(shop_id=shop_id, stream=stream, partition_key=partition_key):
-        pending.append(page)
-        if len(pending) >= PAGES_PER_FLUSH:
-            _flush(pending, warehouse=warehouse, shop_id=shop_id, source=source, run_id=run_id,
-                   result=result)
-            pending = []
-    if pending:
-        _flush(pending, warehouse=warehouse, shop_id=shop_id, source=source, run_id=run_id,
-               result=result)
-    warehouse.mark_window_complete(shop_id=shop_id, stream=stream, window_start=window.start,
-                                   window_end=window.end, partition_key=partition_key,
-                                   pages=result.pages, trades=result.trades, run_id=run_id)
-    result.seconds = time.perf_counter() - started
-    return result
+def _flush(batch: Batch, *, warehouse: Warehouse, stream: Stream, run_id: str | None,
+           figures: LoadFigures) -> None:
+    """One transaction for the batch's rows (a trade and its lines together), then its quarantine rows.
+
+    Records that failed validation are in ``batch.quarantine``; records the database itself refused are
+    split out and quarantined by the warehouse (counted here, reasons in the quarantine table)."""
+    loads = [(table, rows) for table, rows in batch.rows.items() if rows]
+    if loads:
+        for result in warehouse.upsert_many(loads, run_id=run_id):
+            figures.rows[result.table] = figures.rows.get(result.table, 0) + result.unique - result.quarantined
+            figures.quarantined += result.quarantined if result.table == stream.tables[0] else 0
+        if stream.after_load is not None:
+            stream.after_load(warehouse, batch)
+    if batch.quarantine:
+        for row in batch.quarantine:
+            row["run_id"] = run_id
+        warehouse.add_quarantine(batch.quarantine)
+        figures.quarantined += len(batch.quarantine)
+        figures.quarantine_reasons.extend(str(r["reason"]) for r in batch.quarantine[:20])
 
 
-@dataclass(frozen=True)
-class LoadSpec:
-    """One partition to load: everything a worker process needs, all picklable."""
+class _Loader:
+    """Loads fetched partitions while others are still fetching: one in-process loader thread, or loader
+    processes on PostgreSQL once a run has enough to load for them to pay off.
 
-    shop_id: str
-    stream: Stream
-    partition_key: str
-    window: Window
-    source: str
-
-
-def load_partitions(specs: Sequence[LoadSpec], *, lake: PageLake, warehouse: Warehouse,
-                    run_id: str | None, workers: int = 1) -> Iterator[LoadResult]:
-    """Load many partitions, in ``workers`` processes when that is safe and worth it.
-
-    Loading is CPU-bound Python (parse, normalise, encode COPY) while the database merges in its
-    own process, so on PostgreSQL two loader processes keep both cores busy. Overlapping windows
-    hold the same trades; the monotonic upsert makes any interleaving converge and rows are written
-    in key order so concurrent transactions queue instead of deadlocking. SQLite allows one writer
-    and MariaDB's gap locks deadlock under concurrent upserts, so they load in-process.
+    Loading is CPU-bound Python (parse, normalise, encode COPY) while the database merges in its own
+    process, so on PostgreSQL two loader processes keep both cores busy. Overlapping windows hold the same
+    records; the monotonic upsert makes any interleaving converge and rows are written in key order so
+    concurrent transactions queue instead of deadlocking. SQLite allows one writer and MariaDB's gap locks
+    deadlock under concurrent upserts, so they load in one thread.
     """
-    parallel = (workers > 1 and len(specs) > 1 and warehouse.dialect_name == "postgresql"
-                and _lake_trades(lake, specs) >= PARALLEL_LOAD_MIN_TRADES)
-    if not parallel:
-        for spec in specs:
-            yield load_partition(lake=lake, warehouse=warehouse, shop_id=spec.shop_id,
-                                 stream=spec.stream, partition_key=spec.partition_key,
-                                 window=spec.window, run_id=run_id, source=spec.source)
-        return
-    url = warehouse.engine.url.render_as_string(hide_password=False)
-    # spawn, not fork: the parent holds live database connections and threads that must not be
-    # duplicated into children.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=context) as pool:
-        futures = [pool.submit(_load_in_worker, spec, str(lake.root), url, run_id) for spec in specs]
-        for future in futures:
-            yield future.result()
 
+    def __init__(self, runner: SyncRunner, *, total_tasks: int) -> None:
+        self._runner = runner
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ordersync-load")
+        self._processes: ProcessPoolExecutor | None = None
+        self._parallel_ok = (runner.settings.load_workers > 1 and total_tasks > 1
+                             and runner.warehouse.dialect_name == "postgresql")
+        self._records_seen = 0
+        self.pending: dict[Future[LoadFigures], PartitionOutcome] = {}
 
-def _lake_trades(lake: PageLake, specs: Sequence[LoadSpec]) -> int:
-    """Trades waiting in the lake for ``specs`` (from manifests; a missing one fails later, clearly)."""
-    total = 0
-    for spec in specs:
+    def submit(self, outcome: PartitionOutcome, *, fetched_records: int | None = None) -> None:
+        task, runner = outcome.task, self._runner
+        if fetched_records is None:
+            try:
+                fetched_records = runner.lake.manifest(shop_id=task.shop_id, stream=task.dataset,
+                                                       partition_key=task.partition_key).items
+            except Exception:  # noqa: BLE001 - load_partition reports a missing partition itself
+                fetched_records = 0
+        self._records_seen += fetched_records
+        if self._parallel_ok and self._records_seen >= PARALLEL_LOAD_MIN_RECORDS and self._processes is None:
+            # spawn, not fork: the parent holds live database connections and threads.
+            self._processes = ProcessPoolExecutor(max_workers=runner.settings.load_workers,
+                                                  mp_context=multiprocessing.get_context("spawn"))
+        if self._processes is not None:
+            url = runner.warehouse.engine.url.render_as_string(hide_password=False)
+            future = self._processes.submit(_load_in_worker, task.stream.name, task.kind, task.shop_id,
+                                            task.partition_key, str(runner.lake.root), url, runner.run_id,
+                                            runner.warehouse.store_receiver_pii)
+        else:
+            future = self._thread.submit(self._load_here, task)
+        self.pending[future] = outcome
+
+    def _load_here(self, task: PartitionTask) -> LoadFigures:
+        runner = self._runner
+        attempts = runner.settings.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return load_partition(lake=runner.lake, warehouse=runner.warehouse, stream=task.stream,
+                                      kind=task.kind, shop_id=task.shop_id,
+                                      partition_key=task.partition_key, run_id=runner.run_id)
+            except Exception as exc:
+                if attempt < attempts and is_transient(exc):
+                    delay = runner.settings.delay(attempt)
+                    log.warning("%s: load attempt %d failed (%s); retrying in %.0fs", task.label,
+                                attempt, describe(exc), delay)
+                    runner._sleep(delay)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def finish(self, future: Future[LoadFigures]) -> PartitionOutcome:
+        outcome = self.pending.pop(future)
         try:
-            total += lake.manifest(shop_id=spec.shop_id, stream=spec.stream,
-                                   partition_key=spec.partition_key).trades
-        except Exception:  # noqa: BLE001 - load_partition reports the missing partition itself
-            continue
-    return total
+            figures = future.result()
+        except Exception as exc:  # noqa: BLE001 - this partition's failure alone
+            outcome.error, outcome.transient = describe(exc), is_transient(exc)
+            log.warning("%s: load failed: %s", outcome.task.label, outcome.error)
+            return outcome
+        outcome.rows = figures.rows
+        outcome.quarantined = figures.quarantined
+        outcome.quarantine_reasons = figures.quarantine_reasons
+        outcome.load_seconds = figures.seconds
+        outcome.fetched = outcome.fetched or figures.window
+        if not outcome.pages:  # a from-lake rebuild learns its figures from the load
+            outcome.pages, outcome.records = figures.pages, figures.records
+        return outcome
+
+    def drain(self) -> Iterator[PartitionOutcome]:
+        while self.pending:
+            done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                yield self.finish(future)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True)
 
 
 _WORKER_WAREHOUSES: dict[str, Warehouse] = {}
 
 
-def _load_in_worker(spec: LoadSpec, lake_root: str, url: str, run_id: str | None) -> LoadResult:
+def _load_in_worker(stream_name: str, kind: Kind, shop_id: str, partition_key: str, lake_root: str,
+                    url: str, run_id: str | None, store_receiver_pii: bool) -> LoadFigures:
+    from ordersync_pipeline.sync.streams import stream
+
     warehouse = _WORKER_WAREHOUSES.get(url)
     if warehouse is None:
-        warehouse = _WORKER_WAREHOUSES[url] = Warehouse(url)
-    return load_partition(lake=PageLake(Path(lake_root)), warehouse=warehouse, shop_id=spec.shop_id,
-                          stream=spec.stream, partition_key=spec.partition_key, window=spec.window,
-                          run_id=run_id, source=spec.source)
-
-
-def _flush(pages: Sequence[TradePage], *, warehouse: Warehouse, shop_id: str, source: str,
-           run_id: str | None, result: LoadResult) -> None:
-    synced_at = utc_now()
-    # Per page: each row's version includes when its page was fetched.
-    batch = merge_batches(normalize_trades(shop_id, page.trades, fetched_at=page.fetched_at,
-                                           synced_at=synced_at, source=source) for page in pages)
-    if batch.trades or batch.orders:
-        # One transaction: a trade and its lines land together.
-        stored, _ = warehouse.upsert_trades_with_orders(batch.trades, batch.orders, run_id=run_id)
-        result.quarantined += stored.quarantined  # trades the database refused (see Warehouse)
-    if batch.quarantine:
-        for row in batch.quarantine:
-            row["run_id"] = run_id
-        warehouse.add_quarantine(batch.quarantine)
-        result.quarantine_reasons.extend(str(r["reason"]) for r in batch.quarantine[:20])
-    result.pages += len(pages)
-    result.trades += len(batch.trades)
-    result.orders += len(batch.orders)
-    result.quarantined += len(batch.quarantine)
-
-
-DetailReason = str  # "incomplete" | "presale" | "buyer_message"
-DEFAULT_DETAIL_REASONS: frozenset[DetailReason] = frozenset({"incomplete"})
-
-
-def needs_details(trade: dict[str, Any], reasons: frozenset[DetailReason] = DEFAULT_DETAIL_REASONS) -> bool:
-    """True when the list call cannot give what is needed for this trade, so fullinfo must.
-
-    By default only incomplete list records (no order lines, or lines without ``oid``) qualify:
-    every warehouse column comes from the list call, and a fullinfo call per trade would cost an
-    order of magnitude more calls than the one per page that incremental sync is built for. Opt in to
-    ``presale`` (``step_pay_details``) or ``buyer_message`` in ``sync.detail_reasons`` when a later step
-    needs them; the (tid, modified) cache keeps each such trade to one call per change.
-    """
-    orders = trade.get("orders")
-    if "incomplete" in reasons and (not isinstance(orders, list) or not orders
-                                    or any(not isinstance(o, dict) or "oid" not in o for o in orders)):
-        return True
-    if "presale" in reasons and trade.get("type") == "step":
-        return True
-    return "buyer_message" in reasons and bool(trade.get("has_buyer_message"))
-
-
-def detail_candidates(pages: Iterable[TradePage],
-                      reasons: frozenset[DetailReason] = DEFAULT_DETAIL_REASONS) -> dict[int, datetime | str]:
-    """Newest ``modified`` per tid, for the trades in ``pages`` that need a fullinfo call."""
-    found: dict[int, Any] = {}
-    for page in pages:
-        for trade in page.trades:
-            tid = trade.get("tid")
-            if isinstance(tid, int) and needs_details(trade, reasons):
-                modified = trade.get("modified")
-                if tid not in found or str(modified) > str(found[tid]):
-                    found[tid] = modified
-    return found
-
-
-def refresh_details(*, client: TopClient, warehouse: Warehouse, shop_id: str, session: str,
-                    candidates: dict[int, Any], synced_at: datetime | None = None,
-                    fetch: Callable[..., dict[str, Any]] = get_trade_fullinfo) -> DetailsResult:
-    """Fetch fullinfo for candidates not yet cached at the same ``modified``; cache the result."""
-    cached = warehouse.cached_detail_modified(list(candidates))
-    todo = [tid for tid, modified in candidates.items()
-            if _as_top_text(cached.get(tid)) != _as_top_text(modified)]
-    rows = []
-    for tid in todo:
-        trade = fetch(client, shop_id=shop_id, session=session, tid=tid, fields=DETAIL_FIELDS)
-        rows.append(detail_row(shop_id, trade, fetched_at=synced_at or utc_now(),
-                               keep_pii=warehouse.store_receiver_pii))
-    if rows:
-        warehouse.upsert_trade_details(rows)
-    return DetailsResult(shop_id=shop_id, candidates=len(candidates), fetched=len(rows),
-                         cached=len(candidates) - len(todo))
-
-
-def _as_top_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return format_top_time(value)
-    return str(value)
+        warehouse = _WORKER_WAREHOUSES[url] = Warehouse(url, store_receiver_pii=store_receiver_pii)
+    return load_partition(lake=PageLake(Path(lake_root)), warehouse=warehouse, stream=stream(stream_name),
+                          kind=kind, shop_id=shop_id, partition_key=partition_key, run_id=run_id)

@@ -31,6 +31,9 @@ class ListShape:
     list_key: str                 # "trades"
     item_key: str                 # "trade"
     nested: tuple[str, ...] = ()  # lists inside each item to unwrap, e.g. ("orders",)
+    # The key holding the one record of the matching detail API's answer (fullinfo: ``{"trade": {...}}``,
+    # refund.get: ``{"refund": {...}}``): such a page (see ``paging.detail_page``) reads as one item.
+    single_key: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [key for key in self.nested if key not in LIST_WRAPPERS]
@@ -39,8 +42,8 @@ class ListShape:
                              "add them to top.envelope.LIST_WRAPPERS")
 
 
-TRADES = ListShape(list_key="trades", item_key="trade", nested=("orders",))
-REFUNDS = ListShape(list_key="refunds", item_key="refund")
+TRADES = ListShape(list_key="trades", item_key="trade", nested=("orders",), single_key="trade")
+REFUNDS = ListShape(list_key="refunds", item_key="refund", single_key="refund")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ def list_from_response(data: dict[str, Any], shape: ListShape, *, method: str,
     """
     request_id = data.get("request_id")
     rid = request_id if isinstance(request_id, str) else None
+    single = data.get(shape.single_key) if shape.single_key else None
+    if isinstance(single, dict) and shape.list_key not in data:  # a detail API's one-record answer
+        return [unwrap_nested(single, shape.nested, strict=False)], None, None
     if "total_results" not in data and "has_next" not in data:
         raise MalformedResponseError(
             f"{shape.list_key} response has neither total_results nor has_next",

@@ -31,7 +31,7 @@ from ordersync_pipeline.top.pages import REFUNDS, TRADES, ListShape, Page, list_
 __all__ = ["ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "REFUNDS_RECEIVE_GET", "FULLINFO_GET",
            "MAX_PAGE_SIZE", "MAX_INCREMENT_SPAN", "ListApi", "TRADES_SOLD", "TRADES_INCREMENT",
            "REFUNDS_RECEIVE", "iter_sold_pages", "iter_increment_pages", "get_trade_fullinfo",
-           "split_window"]
+           "split_window", "detail_page"]
 
 SOLD_GET = "taobao.trades.sold.get"
 INCREMENT_GET = "taobao.trades.sold.increment.get"
@@ -260,6 +260,17 @@ def _total(page: Page) -> int:
                                      method=page.method, request_id=page.request_id,
                                      shop_id=page.shop_id)
     return page.total_results
+
+
+def detail_page(client: TopClient, *, method: str, shape: ListShape, shop_id: str, session: str,
+                params: dict[str, Any], window_start: datetime, window_end: datetime) -> Page:
+    """One record from a detail API (fullinfo, refund.get) as a one-item ``Page``, body kept as received,
+    so it can sit in the lake beside the list pages it completes (``page_no`` 0 marks it)."""
+    resp = client.call(method, params, session=session, shop_id=shop_id)
+    items, _, _ = list_from_response(resp.data, shape, method=method, shop_id=shop_id)
+    return Page(shop_id=shop_id, method=method, window_start=window_start, window_end=window_end, page_no=0,
+                page_size=1, request_id=resp.request_id, fetched_at=utc_now(), body=resp.body, items=items,
+                total_results=None, has_next=None)
 
 
 def get_trade_fullinfo(client: TopClient, *, shop_id: str, session: str, tid: int,
