@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from ordersync_pipeline.config import ENV_CONFIG, ConfigError, load_config
+from ordersync_pipeline.config import ENV_CONFIG, ConfigError
 
 
 def _operator_errors() -> tuple[type[BaseException], ...]:
@@ -29,12 +29,14 @@ def _operator_errors() -> tuple[type[BaseException], ...]:
     import sqlalchemy as sa
     from pydantic import ValidationError
 
+    from ordersync_pipeline.app.dev import PortBusy
+    from ordersync_pipeline.app.instance import SyncBusy
     from ordersync_pipeline.sync.lake import LakeError
     from ordersync_pipeline.top.errors import TopError
     from ordersync_pipeline.warehouse.connect import WarehouseError
 
     return (ConfigError, ValidationError, WarehouseError, TopError, LakeError, sa.exc.OperationalError,
-            PermissionError)
+            PermissionError, PortBusy, SyncBusy)
 
 
 class LazySimulatorGroup(click.Group):
@@ -93,27 +95,23 @@ def _local_time(_ctx: click.Context, _param: click.Parameter, value: str | None)
               help="Only windows from this time (ISO; Asia/Shanghai if naive).")
 @click.option("--to", "to", metavar="TIME", callback=_local_time,
               help="Only windows before this time (ISO; Asia/Shanghai if naive).")
-def sync(config_path: Path, from_: datetime | None, to: datetime | None) -> None:
+@click.option("--wait", "wait_seconds", default=0.0, metavar="SECONDS", show_default=True,
+              help="If another sync holds this ORDERSYNC_HOME, wait this long for it instead of exiting.")
+def sync(config_path: Path, from_: datetime | None, to: datetime | None, wait_seconds: float) -> None:
     """Bring the warehouse up to date: historical load where nothing is synced yet, then every closed
     increment partition up to now minus the safety lag. Exits non-zero if anything failed."""
-    load_config(config_path)
-    os.environ[ENV_CONFIG] = str(config_path.resolve())
-    _check_warehouse()
-    from ordersync_pipeline.defs.operate import run_sync
+    from ordersync_pipeline.settings import load_settings
 
-    report = run_sync(start=from_, end=to, echo=click.echo)
+    settings = load_settings(config_path)
+    os.environ[ENV_CONFIG] = str(config_path.resolve())
+    # The warehouse is opened (and migrated) first, so one that is down or misconfigured fails here in
+    # one line rather than in every partition of a run.
+    from ordersync_pipeline.app.sync import run_sync
+
+    report = run_sync(settings, start=from_, end=to, echo=click.echo, wait_seconds=wait_seconds)
     click.echo(report.render())
     if not report.success:
         raise SystemExit(1)
-
-
-def _check_warehouse() -> None:
-    """Connect to the warehouse and migrate it before any run: a warehouse that is down or
-    misconfigured then fails here, in one line, rather than in every partition of a run."""
-    from ordersync_pipeline.config import warehouse_url
-    from ordersync_pipeline.warehouse.connect import open_warehouse
-
-    open_warehouse(warehouse_url()).dispose()
 
 
 @main.command()
@@ -123,7 +121,7 @@ def _check_warehouse() -> None:
 @click.option("--seed", default=7, show_default=True)
 def demo(shops: int, orders_per_day: int, history_days: int, seed: int) -> None:
     """Start the simulator, sync everything through Dagster, print a summary."""
-    from ordersync_pipeline.defs.operate import run_demo
+    from ordersync_pipeline.app.demo import run_demo
 
     report = run_demo(shops=shops, orders_per_day=orders_per_day, history_days=history_days,
                       seed=seed, echo=click.echo)
@@ -136,11 +134,11 @@ def demo(shops: int, orders_per_day: int, history_days: int, seed: int) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar=ENV_CONFIG, default=None, help="Configuration file (default: ORDERSYNC_HOME/ordersync.yaml).")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=3000, show_default=True)
+@click.option("--port", default=3000, show_default=True, help="Port of the Dagster UI.")
 def dev(config_path: Path | None, host: str, port: int) -> None:
     """Open the Dagster UI on the same instance and warehouse the CLI uses (after `ordersync demo`,
     with the demo's simulator running again so scheduled runs reach it)."""
-    from ordersync_pipeline.defs.operate import run_dev
+    from ordersync_pipeline.app.dev import run_dev
 
     raise SystemExit(run_dev(config_path=config_path, host=host, port=port, echo=click.echo))
 

@@ -1,21 +1,18 @@
-"""The one Definitions object that workspace.yaml (and `dagster dev -m`) loads."""
+"""The definitions ``dagster dev`` / the daemon load (workspace.yaml, code location ``ordersync``).
+
+Built lazily, when Dagster asks, from the configuration named by ``ORDERSYNC_CONFIG`` (or
+``ORDERSYNC_HOME/ordersync.yaml``) and the environment: importing this module reads nothing and writes
+nothing. Tests and the ``ordersync`` command build definitions from a ``Settings`` object directly.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from ordersync_pipeline.defs.assets import HISTORICAL_ASSETS, INCREMENT_ASSETS, SETTINGS
-from ordersync_pipeline.defs.automation import JOBS, SCHEDULES, SENSORS
-from ordersync_pipeline.defs.resources import PageLakeResource, TopApiResource, WarehouseResource
+from ordersync_pipeline.defs import build_definitions
+from ordersync_pipeline.settings import load_settings
 
-defs = dg.Definitions(
-    assets=[*INCREMENT_ASSETS, *HISTORICAL_ASSETS],
-    jobs=JOBS,
-    schedules=SCHEDULES,
-    sensors=SENSORS,
-    resources={
-        "top": TopApiResource(),
-        "warehouse": WarehouseResource(store_receiver_pii=SETTINGS.store_receiver_pii),
-        "lake": PageLakeResource(),
-    },
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_settings())

@@ -1,84 +1,117 @@
-"""Shared helpers for the pipeline tests: one fixed partition layout, simulator configs, resources,
-materialisation shortcuts and ground-truth comparisons.
+"""Shared helpers for the pipeline tests: settings for a simulator, runs through the real Dagster
+definitions, per-partition metadata and ground-truth comparisons.
 
-The Dagster layer computes its partitions when ``ordersync_pipeline.defs.assets`` is imported, from
-``ORDERSYNC_CONFIG`` (its ``sync`` section) and ``ORDERSYNC_HOME``. This module fixes that layout once
-per test session, before anything imports the definitions: increment partitions start at ANCHOR
-(yesterday's Asia/Shanghai midnight, so a whole closed day of 15-minute partitions exists) and the
-historical days are the HISTORY_DAYS days before it. Tests then hand each materialisation explicit
-resources (config file of their own simulator, a fresh warehouse, a lake under tmp_path).
+Definitions are built from a ``Settings`` object (``build_definitions``), exactly as ``ordersync sync``
+and the daemon build them; nothing depends on the environment or on import order. Increment partitions
+start at ANCHOR (yesterday's Asia/Shanghai midnight, so a whole closed day of 15-minute partitions
+exists) and the historical days are the HISTORY_DAYS days before it.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import sqlalchemy as sa
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ordersync_pipeline.config import ENV_CONFIG, ENV_HOME, load_config, write_config
+from ordersync_pipeline.config import OrdersyncConfig, load_config, write_config
+from ordersync_pipeline.defs import build_definitions, timeline_for
+from ordersync_pipeline.defs.partitions import multi_key
+from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.simulator import Simulator
+from ordersync_pipeline.sync.streams import stream
+from ordersync_pipeline.sync.windows import Kind, Timeline
 from ordersync_pipeline.timeutil import SHANGHAI, parse_top_time
 from ordersync_pipeline.warehouse import tables
 
 HISTORY_DAYS = 2
 ANCHOR = (datetime.now(SHANGHAI) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-LAYOUT_HOME = Path(tempfile.mkdtemp(prefix="ordersync-layout-"))
-LAYOUT_CONFIG = LAYOUT_HOME / "ordersync.yaml"
-
-
-def _sync_section(**extra: Any) -> dict[str, Any]:
-    return {"start": ANCHOR.isoformat(), "history_days": HISTORY_DAYS, **extra}
-
-
-def _import_definitions() -> Any:
-    if "ordersync_pipeline.defs.assets" in sys.modules:
-        loaded = sys.modules["ordersync_pipeline.defs.assets"].ANCHOR
-        if loaded != ANCHOR:
-            raise RuntimeError(f"ordersync_pipeline.defs was imported before tests/pipeline_support.py with "
-                               f"anchor {loaded}; the pipeline tests need {ANCHOR}")
-    LAYOUT_CONFIG.write_text(
-        "gateway: http://127.0.0.1:9/router/rest\napp_key: layout\napp_secret: layout\n"
-        "shops: [{shop_id: layout, seller_nick: layout, session: layout}]\n"
-        f"sync: {{start: '{ANCHOR.isoformat()}', history_days: {HISTORY_DAYS}}}\n", encoding="utf-8")
-    saved = {k: os.environ.get(k) for k in (ENV_CONFIG, ENV_HOME)}
-    os.environ[ENV_CONFIG], os.environ[ENV_HOME] = str(LAYOUT_CONFIG), str(LAYOUT_HOME)
-    try:
-        import ordersync_pipeline.definitions as definitions
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return definitions
-
-
-definitions = _import_definitions()
-defs = definitions.defs
-
-import dagster as dg  # noqa: E402  (after the layout is fixed)
-from dagster._core.storage.tags import (  # noqa: E402
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
-
-from ordersync_pipeline.defs import assets as A  # noqa: E402
-from ordersync_pipeline.defs.resources import (  # noqa: E402
-    PageLakeResource,
-    TopApiResource,
-    WarehouseResource,
-)
-
-INCREMENT_ASSETS = A.INCREMENT_ASSETS
-HISTORICAL_ASSETS = A.HISTORICAL_ASSETS
 FAST_SYNC = {"timeout_seconds": 2.0, "rate_limit_per_minute": 100_000}
+JOBS = {"increment": "incremental_sync_job", "historical": "historical_load_job"}
+
+
+# ---------------------------------------------------------------- settings and definitions
+
+def sim_config(sim: Simulator, *, session: str | None = None, sync: dict[str, Any] | None = None,
+               **top: Any) -> OrdersyncConfig:
+    """An ordersync configuration for ``sim`` (inline simulator secrets) with the test layout."""
+    cfg = sim.config()
+    data = cfg.model_dump()
+    data.update(FAST_SYNC)
+    data.update(top)
+    data["sync"] = {"start": ANCHOR.isoformat(), "history_days": HISTORY_DAYS, **(sync or {})}
+    if session is not None:
+        for shop in data["shops"]:
+            shop["session"] = session
+    return OrdersyncConfig.model_validate(data)
+
+
+def write_sim_config(sim: Simulator, path: Path, **kwargs: Any) -> Path:
+    """``sim_config`` written to ``path`` (for the CLI tests)."""
+    write_config(sim_config(sim, **kwargs), path)
+    load_config(path)  # fail here, not in a run, if the file is unusable
+    return path
+
+
+def sim_settings(sim: Simulator, home: Path, warehouse_url: str, *, world_clock: bool = False,
+                 **kwargs: Any) -> Settings:
+    """Settings for ``sim``; ``world_clock``: "now" is the simulator's (stepped) clock, so a window is
+    fetched only once it has closed in world time."""
+    clock = sim.clock.now if world_clock else None
+    return Settings.for_config(sim_config(sim, **kwargs), home=home, warehouse_url=warehouse_url,
+                               lake_root=str(home / "lake"),
+                               **({"clock": clock} if clock else {}))
+
+
+def timeline(settings: Settings) -> Timeline:
+    return timeline_for(settings)
+
+
+def run(settings: Settings, kind: Kind, *, shops: Sequence[str], time_keys: Sequence[str],
+        streams: Sequence[str] = ("trades",), from_lake: bool = False,
+        instance: dg.DagsterInstance | None = None, defs: dg.Definitions | None = None,
+        raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """One run of the path's job over shops x time_keys (each contiguous) for ``streams``."""
+    defs = defs or build_definitions(settings)
+    job = defs.resolve_job_def(JOBS[kind])
+    selection = [dg.AssetKey(a) for name in streams for a in stream(name).assets.all_names(kind)]
+    tags = {ASSET_PARTITION_RANGE_START_TAG: str(multi_key(shops[0], time_keys[0])),
+            ASSET_PARTITION_RANGE_END_TAG: str(multi_key(shops[-1], time_keys[-1]))}
+    run_config = {"ops": {f"{kind}_sync": {"config": {"from_lake": True}}}} if from_lake else None
+    return job.execute_in_process(instance=instance or dg.DagsterInstance.ephemeral(), tags=tags,
+                                  run_config=run_config, asset_selection=selection,
+                                  raise_on_error=raise_on_error)
+
+
+def partition_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict[str, Any]]:
+    """Each partition's materialisation metadata for ``asset``, as plain values, by partition key."""
+    out: dict[str, dict[str, Any]] = {}
+    for event in result.all_events:
+        if not event.is_step_materialization:
+            continue
+        mat = event.event_specific_data.materialization  # type: ignore[union-attr]
+        if mat.asset_key == dg.AssetKey(asset):
+            assert mat.partition not in out, f"{asset} {mat.partition} materialised twice"
+            out[str(mat.partition)] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return out
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult, asset: str,
+                      check: str = "no_quarantined_records") -> dict[str, bool]:
+    """Each partition's evaluation of ``check`` on ``asset``: passed or not."""
+    out = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if evaluation.asset_key == dg.AssetKey(asset) and evaluation.check_name == check:  # type: ignore[union-attr]
+                out[str(evaluation.partition)] = evaluation.passed  # type: ignore[union-attr]
+    return out
 
 
 # ---------------------------------------------------------------- time keys
@@ -93,79 +126,19 @@ def increment_keys(first: datetime, count: int) -> list[str]:
 
 
 def history_keys() -> list[str]:
-    return list(A.HISTORY_DAYS.get_partition_keys())
+    return [(ANCHOR - timedelta(days=HISTORY_DAYS - i)).strftime("%Y-%m-%d") for i in range(HISTORY_DAYS)]
 
 
 def key_window(time_key: str) -> tuple[datetime, datetime]:
     """The 15-minute partition [start, end) of a time key (aware)."""
-    tw = A.INCREMENT_TIME.time_window_for_partition_key(time_key)
-    return tw.start, tw.end
+    start = datetime.strptime(time_key, "%Y-%m-%d-%H:%M").replace(tzinfo=SHANGHAI)
+    return start, start + timedelta(minutes=15)
 
 
 def fetch_window(time_key: str) -> tuple[datetime, datetime]:
-    """What the partition fetches: its window moved the overlap earlier."""
+    """What the partition fetches: its window moved the 5-minute overlap earlier."""
     start, end = key_window(time_key)
-    return start - A.OVERLAP, end
-
-
-# ---------------------------------------------------------------- simulators and configuration
-
-def write_sim_config(sim: Simulator, path: Path, *, session: str | None = None, **top: Any) -> Path:
-    """An ordersync configuration for ``sim`` (inline simulator secrets), with the session layout."""
-    cfg = sim.config()
-    data = cfg.model_dump()
-    data.update(FAST_SYNC)
-    data.update(top)
-    data["sync"] = _sync_section()
-    if session is not None:
-        for shop in data["shops"]:
-            shop["session"] = session
-    write_config(type(cfg).model_validate(data), path)
-    load_config(path)  # fail here, not in a run, if the file is unusable
-    return path
-
-
-def resources(config_path: Path, warehouse_url: str, lake_root: Path) -> dict[str, Any]:
-    return {"top": TopApiResource(config_path=str(config_path)),
-            "warehouse": WarehouseResource(url=warehouse_url),
-            "lake": PageLakeResource(root=str(lake_root))}
-
-
-def instance_with_shops(shops: Iterable[str]) -> dg.DagsterInstance:
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("shops", list(shops))
-    return instance
-
-
-def materialize(assets: Sequence[Any], *, shops: Sequence[str], time_keys: Sequence[str],
-                instance: dg.DagsterInstance, resources: dict[str, Any],
-                run_config: dict[str, Any] | None = None,
-                raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    """One run over shops x time_keys (a contiguous range: one partition or range tags)."""
-    first = dg.MultiPartitionKey({"shop": shops[0], "time": time_keys[0]})
-    last = dg.MultiPartitionKey({"shop": shops[-1], "time": time_keys[-1]})
-    kwargs: dict[str, Any] = {}
-    if first == last:
-        kwargs["partition_key"] = first
-    else:
-        kwargs["tags"] = {ASSET_PARTITION_RANGE_START_TAG: str(first),
-                          ASSET_PARTITION_RANGE_END_TAG: str(last)}
-    return dg.materialize(list(assets), instance=instance, resources=resources, run_config=run_config,
-                          raise_on_error=raise_on_error, **kwargs)
-
-
-def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    """The materialisation metadata of ``asset`` in ``result`` as plain values.
-
-    A run over a partition range reports one materialisation per partition, all with the run's
-    metadata; they must agree.
-    """
-    mats = result.asset_materializations_for_node(
-        {"trades": "trade_tables", "trade_orders": "trade_tables"}.get(asset, asset))
-    found = [{k: getattr(v, "value", v) for k, v in m.metadata.items()}
-             for m in mats if m.asset_key == dg.AssetKey(asset)]
-    assert found and all(f == found[0] for f in found), found
-    return found[0]
+    return start - timedelta(minutes=5), end
 
 
 # ---------------------------------------------------------------- ground truth and warehouse reads
@@ -220,31 +193,32 @@ def query(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
-def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of trades and trade_orders (all columns but synced_at and fetched_at: when the row was
-    written and fetched, which a re-run moves), in key order."""
+def snapshot(url: str, table_keys: Sequence[tuple[str, str]] = (("trades", "tid"), ("trade_orders", "oid")),
+             ) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the tables (all columns but load-time stamps), in key order."""
     out = {}
-    for table, key in (("trades", "tid"), ("trade_orders", "oid")):
-        engine = sa.create_engine(url)
-        try:
-            cols = [c["name"] for c in sa.inspect(engine).get_columns(table)
-                    if c["name"] not in ("synced_at", "fetched_at")]
-        finally:
-            engine.dispose()
-        out[table] = query(url, f"SELECT {', '.join(cols)} FROM {table} ORDER BY {key}")
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        columns = {table: [c["name"] for c in inspector.get_columns(table) if c["name"] not in ("synced_at", "fetched_at")]
+                   for table, _ in table_keys}
+    finally:
+        engine.dispose()
+    for table, key in table_keys:
+        out[table] = query(url, f"SELECT {', '.join(columns[table])} FROM {table} ORDER BY {key}")
     return out
 
 
-def in_windows(trades: Iterable[dict[str, Any]], windows: Iterable[tuple[datetime, datetime]],
+def in_windows(records: Iterable[dict[str, Any]], windows: Iterable[tuple[datetime, datetime]],
                field: str = "modified") -> list[dict[str, Any]]:
-    """Trades whose ``field`` lies in any [start, end] (TOP's end bound is inclusive)."""
+    """Records whose ``field`` lies in any [start, end] (TOP's end bound is inclusive)."""
     spans = [(s.astimezone(timezone.utc), e.astimezone(timezone.utc)) for s, e in windows]
-    return [t for t in trades if any(s <= top_time(t[field]) <= e for s, e in spans)]
+    return [r for r in records if any(s <= top_time(r[field]) <= e for s, e in spans)]
 
 
-def serial_loads(monkeypatch: Any) -> None:
-    """Load a run's partitions in-process. Parallel PostgreSQL loading starts spawned worker processes
-    (seconds of fixed cost per run); tests that make many small runs opt out of it, the others keep
-    the configured default so the parallel path stays covered."""
-    if hasattr(A.SETTINGS, "load_workers"):
-        monkeypatch.setattr(A.SETTINGS, "load_workers", 1)
+def serial_loads(settings: Settings) -> Settings:
+    """The same settings loading a run's partitions in-process (parallel PostgreSQL loading starts
+    spawned worker processes: seconds of fixed cost per run that tests making many small runs skip)."""
+    config = settings.config.model_copy(deep=True)
+    config.sync.load_workers = 1
+    return dataclasses.replace(settings, config=config)

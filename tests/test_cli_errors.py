@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from ordersync_pipeline import cli
+from ordersync_pipeline import settings as settings_module
 from ordersync_pipeline.top.errors import InvalidSessionError
 
 ORDERSYNC = str(Path(sys.executable).with_name("ordersync"))
@@ -124,7 +125,7 @@ def test_an_operator_error_from_any_command_is_one_line(monkeypatch: pytest.Monk
     def expired(_path: object) -> None:
         raise InvalidSessionError("Invalid session", method="taobao.trades.sold.get", code=27, shop_id="shop-1")
 
-    monkeypatch.setattr(cli, "load_config", expired)
+    monkeypatch.setattr(settings_module, "load_settings", expired)
     (tmp_path / "c.yaml").write_text(CONFIG, encoding="utf-8")
     result = CliRunner().invoke(cli.main, ["sync", "--config", str(tmp_path / "c.yaml")])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
@@ -136,7 +137,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     def broken(_path: object) -> None:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(cli, "load_config", broken)
+    monkeypatch.setattr(settings_module, "load_settings", broken)
     (tmp_path / "c.yaml").write_text(CONFIG, encoding="utf-8")
     result = CliRunner().invoke(cli.main, ["sync", "--config", str(tmp_path / "c.yaml")])
     assert isinstance(result.exception, KeyError)  # not turned into a one-line "Error:"

@@ -1,55 +1,76 @@
-"""The Dagster definitions as data: jobs, assets, policies, the increment schedule and the shop sensor."""
+"""The Dagster definitions as data, built from one Settings object: assets from the stream registry,
+jobs, the schedule (one run per tick for every shop), shop partitions that ignore configuration order."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from pipeline_support import ANCHOR, A, defs, key_window
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from pipeline_support import ANCHOR
 
-from ordersync_pipeline.defs.automation import incremental_sync_schedule, shop_partitions_sensor
-from ordersync_pipeline.defs.resources import TopApiResource
+from ordersync_pipeline.config import OrdersyncConfig
+from ordersync_pipeline.defs import build_definitions
+from ordersync_pipeline.settings import Settings
+from ordersync_pipeline.sync.streams import STREAMS
 
-ALL_ASSETS = ["historical_trade_pages", "historical_trades", "raw_trade_pages", "trade_details",
-              "trade_orders", "trades"]
+
+def _settings(tmp_path: Path, shops: list[str], **sync: object) -> Settings:
+    config = OrdersyncConfig.model_validate({
+        "gateway": "http://127.0.0.1:9/router/rest", "app_key": "k", "app_secret": "s",
+        "shops": [{"shop_id": s, "seller_nick": s, "session": "x"} for s in shops],
+        "sync": {"start": ANCHOR.isoformat(), "history_days": 2, **sync}})
+    return Settings.for_config(config, home=tmp_path)
 
 
-def test_definitions_load_and_name_jobs_schedule_sensor_and_assets() -> None:
+def test_assets_jobs_and_schedule_come_from_the_registry(tmp_path: Path) -> None:
+    defs = build_definitions(_settings(tmp_path, ["shop-1", "shop-2"]))
     dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    for stream in STREAMS:
+        for kind in ("increment", "historical"):
+            assert set(stream.assets.all_names(kind)) <= keys  # type: ignore[arg-type]
     assert {j.name for j in defs.jobs} == {"incremental_sync_job", "historical_load_job"}  # type: ignore[union-attr]
     schedule = defs.resolve_schedule_def("incremental_sync_schedule")
-    # Each quarter hour plus the 3-minute safety lag, in China time.
-    assert schedule.cron_schedule == "3,18,33,48 * * * *"
+    assert schedule.cron_schedule == "3,18,33,48 * * * *"  # each quarter hour plus the 3-minute lag
     assert schedule.execution_timezone == "Asia/Shanghai"
-    assert schedule.job_name == "incremental_sync_job"
-    assert defs.resolve_sensor_def("shop_partitions_sensor").name == "shop_partitions_sensor"
-    keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
-    assert keys == ALL_ASSETS
-
-
-def test_jobs_select_their_path_and_every_asset_backfills_in_one_run() -> None:
-    increment = defs.resolve_job_def("incremental_sync_job")
-    historical = defs.resolve_job_def("historical_load_job")
-    assert sorted(k.to_user_string() for k in increment.asset_layer.executable_asset_keys) == [
-        "raw_trade_pages", "trade_details", "trade_orders", "trades"]
-    assert sorted(k.to_user_string() for k in historical.asset_layer.executable_asset_keys) == [
-        "historical_trade_pages", "historical_trades"]
+    assert schedule.description
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         assert graph.get(key).backfill_policy == dg.BackfillPolicy.single_run(), key
-    checks = sorted((c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys)
-    assert checks == [("historical_trades", "no_quarantined_records"), ("trades", "no_quarantined_records")]
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    for stream in STREAMS:
+        for kind in ("increment", "historical"):
+            for table in stream.assets.tables[kind]:  # type: ignore[index]
+                assert (table, "no_quarantined_records") in checks
 
 
-def test_partitions_are_shops_by_quarter_hours_from_the_anchor_and_history_days_before_it() -> None:
-    inc = A.INCREMENT_PARTITIONS
-    assert [d.name for d in inc.partitions_defs] == ["shop", "time"]
-    assert inc.partitions_defs[0].partitions_def.name == "shops"  # type: ignore[attr-defined]
-    first = A.INCREMENT_TIME.get_first_partition_key()
-    assert key_window(first) == (ANCHOR, ANCHOR + timedelta(minutes=15))
-    days = A.HISTORY_DAYS.get_partition_keys()
+def test_shop_partitions_are_sorted_whatever_the_configuration_order(tmp_path: Path) -> None:
+    # Reordering (or prepending a shop to) `shops:` must not change what a shop range covers.
+    one = build_definitions(_settings(tmp_path, ["zeta", "alpha", "mid"]))
+    two = build_definitions(_settings(tmp_path, ["mid", "zeta", "alpha"]))
+    for defs in (one, two):
+        partitions = defs.resolve_assets_def("trades").partitions_def
+        assert isinstance(partitions, dg.MultiPartitionsDefinition)
+        shops = partitions.get_partitions_def_for_dimension("shop")
+        assert shops.get_partition_keys() == ["alpha", "mid", "zeta"]
+
+
+def test_the_increment_partitions_start_at_the_anchor_and_history_ends_there(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, ["s"])
+    defs = build_definitions(settings)
+    inc = defs.resolve_assets_def("trades").partitions_def
+    hist = defs.resolve_assets_def("historical_trades").partitions_def
+    assert isinstance(inc, dg.MultiPartitionsDefinition) and isinstance(hist, dg.MultiPartitionsDefinition)
+    first = inc.get_partitions_def_for_dimension("time").get_first_partition_key()
+    assert first == ANCHOR.strftime("%Y-%m-%d-%H:%M")
+    days = hist.get_partitions_def_for_dimension("time").get_partition_keys()
     assert days == [(ANCHOR - timedelta(days=2)).strftime("%Y-%m-%d"),
                     (ANCHOR - timedelta(days=1)).strftime("%Y-%m-%d")]
 
@@ -60,58 +81,40 @@ def test_partitions_are_shops_by_quarter_hours_from_the_anchor_and_history_days_
     (17, -15),
     (18, 0),
 ])
-def test_schedule_requests_only_the_newest_closed_partition_per_registered_shop(
-        minutes_past: int, expected_start: int) -> None:
+def test_one_run_per_tick_covers_every_shop_for_the_newest_closed_window(
+        tmp_path: Path, minutes_past: int, expected_start: int) -> None:
+    shops = ["c-shop", "a-shop", "b-shop"]
+    defs = build_definitions(_settings(tmp_path, shops))
     ten = ANCHOR + timedelta(hours=10)
     now = ten + timedelta(minutes=minutes_past)
+    schedule = defs.resolve_schedule_def("incremental_sync_schedule")
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("shops", ["shop-1", "shop-2"])
-        requests = incremental_sync_schedule(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=now))
-    assert isinstance(requests, list)
+        result = schedule.evaluate_tick(dg.build_schedule_context(instance=instance,
+                                                                   scheduled_execution_time=now))
+    requests = result.run_requests or []
+    assert len(requests) == 1
     want_time = (ten + timedelta(minutes=expected_start)).strftime("%Y-%m-%d-%H:%M")
-    assert sorted(r.partition_key for r in requests) == [  # type: ignore[type-var]
-        dg.MultiPartitionKey({"shop": s, "time": want_time}) for s in ("shop-1", "shop-2")]
-    for request in requests:
-        _, end = key_window(request.partition_key.keys_by_dimension["time"])  # type: ignore[union-attr]
-        assert end <= now - timedelta(minutes=3)
-        assert request.run_key == f"{request.partition_key.keys_by_dimension['shop']}|{want_time}"  # type: ignore[union-attr]
+    tags = requests[0].tags
+    assert tags[ASSET_PARTITION_RANGE_START_TAG] == f"a-shop|{want_time}"
+    assert tags[ASSET_PARTITION_RANGE_END_TAG] == f"c-shop|{want_time}"
+    assert requests[0].run_key == f"{want_time}|a-shop..c-shop"
 
 
-def test_schedule_skips_without_registered_shops_or_before_the_first_window_closes() -> None:
-    later = ANCHOR + timedelta(hours=5)
-    with dg.instance_for_test() as empty:
-        assert isinstance(incremental_sync_schedule(dg.build_schedule_context(
-            instance=empty, scheduled_execution_time=later)), dg.SkipReason)
-    too_early = ANCHOR + timedelta(minutes=17)  # the first window ends at +15, closed only at +18
-    with dg.instance_for_test() as with_shop:
-        with_shop.add_dynamic_partitions("shops", ["shop-1"])
-        assert isinstance(incremental_sync_schedule(dg.build_schedule_context(
-            instance=with_shop, scheduled_execution_time=too_early)), dg.SkipReason)
+def test_many_shops_are_sharded_into_runs_of_at_most_the_configured_size(tmp_path: Path) -> None:
+    from ordersync_pipeline.defs.automation import shop_ranges
+
+    shops = [f"s{i:03d}" for i in range(250)]
+    ranges = shop_ranges(shops, 100)
+    assert ranges == [("s000", "s099"), ("s100", "s199"), ("s200", "s249")]
 
 
-def test_sensor_registers_configured_shops_once(tmp_path: Path) -> None:
-    config = tmp_path / "ordersync.yaml"
-    config.write_text("gateway: http://127.0.0.1:9/router/rest\napp_key: k\napp_secret: s\nshops:\n"
-                      "  - {shop_id: north, seller_nick: n, session: x}\n"
-                      "  - {shop_id: south, seller_nick: s, session: y}\n", encoding="utf-8")
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("shops", ["north"])
-    resources = {"top": TopApiResource(config_path=str(config))}
-    result = shop_partitions_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    assert isinstance(result, dg.SensorResult)
-    [request] = result.dynamic_partitions_requests  # type: ignore[misc]
-    assert isinstance(request, dg.AddDynamicPartitionsRequest)
-    assert (request.partitions_def_name, list(request.partition_keys)) == ("shops", ["south"])
-
-    instance.add_dynamic_partitions("shops", ["south"])
-    again = shop_partitions_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    assert isinstance(again, dg.SkipReason)
-
-
-def test_sensor_skips_with_the_reason_when_there_is_no_configuration(tmp_path: Path) -> None:
-    resources = {"top": TopApiResource(config_path=str(tmp_path / "missing.yaml"))}
-    result = shop_partitions_sensor(dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(), resources=resources))
-    assert isinstance(result, dg.SkipReason)
-    assert "no ordersync configuration" in (result.skip_message or "")
+def test_importing_the_definitions_module_reads_and_writes_nothing(tmp_path: Path) -> None:
+    # The module is lazy: Dagster builds the definitions when it loads the code location.
+    env = {**os.environ, "ORDERSYNC_HOME": str(tmp_path / "home"), "ORDERSYNC_CONFIG": str(tmp_path / "none.yaml")}
+    code = textwrap.dedent("""
+        import ordersync_pipeline.definitions as d
+        print(type(d.defs).__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip()
+    assert not (tmp_path / "home").exists()

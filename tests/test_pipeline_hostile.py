@@ -14,22 +14,18 @@ import pytest
 from dagster._serdes import serialize_value
 from pipeline_support import (
     ANCHOR,
-    HISTORICAL_ASSETS,
-    INCREMENT_ASSETS,
-    A,
     history_keys,
     increment_keys,
-    instance_with_shops,
-    materialize,
     query,
-    resources,
+    run,
     serial_loads,
+    sim_settings,
     top_time,
     truth_rows,
     warehouse_rows,
-    write_sim_config,
 )
 
+from ordersync_pipeline.defs import build_definitions
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
 
 SHOPS = ["shop-1", "shop-2"]
@@ -46,29 +42,25 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulat
                                  visibility_lag_s=LAG_S, page_drift=0.3, fault_rate=0.03,
                                  fault_timeout_s=1.5, fault_slow_s=0.05)
     with start_simulator(settings) as sim:
-        # The pipeline's "now" is the world's: a window is fetched only once closed in world time.
-        monkeypatch.setattr(A, "utc_now", sim.clock.now)
-        monkeypatch.setenv("ORDERSYNC_HOME", str(tmp_path))
-        serial_loads(monkeypatch)
         yield sim
 
 
 def test_a_stepped_day_of_increments_under_lag_drift_and_faults_leaves_no_gap(
         hostile: Simulator, tmp_path: Path, pg_url: str) -> None:
     sim = hostile
-    config = write_sim_config(sim, tmp_path / "ordersync.yaml", timeout_seconds=1.0)
-    instance = instance_with_shops(SHOPS)
-    res = resources(config, pg_url, tmp_path / "lake")
+    # The pipeline's "now" is the world's: a window is fetched only once closed in world time.
+    settings = serial_loads(sim_settings(sim, tmp_path, pg_url, world_clock=True, timeout_seconds=1.0))
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
 
-    assert materialize(HISTORICAL_ASSETS, shops=SHOPS, time_keys=history_keys(), instance=instance,
-                       resources=res).success
+    assert run(settings, "historical", shops=SHOPS, time_keys=history_keys(), instance=instance,
+               defs=defs).success
 
     day = increment_keys(ANCHOR, 96)
     for first in range(0, len(day), STEPS_PER_RUN):
         batch = day[first:first + STEPS_PER_RUN]
         sim.clock.advance(15 * 60 * len(batch))  # now = the batch's last window end + 3 minutes
-        result = materialize(INCREMENT_ASSETS, shops=SHOPS, time_keys=batch, instance=instance,
-                             resources=res)
+        result = run(settings, "increment", shops=SHOPS, time_keys=batch, instance=instance, defs=defs)
         assert result.success, batch
 
     last_end = ANCHOR + timedelta(days=1)
@@ -89,8 +81,8 @@ def test_a_stepped_day_of_increments_under_lag_drift_and_faults_leaves_no_gap(
         len(warehouse_rows(pg_url)),) * 2
     errors = query(pg_url, "SELECT COUNT(*) FROM api_calls WHERE outcome = 'error'")[0][0]
     assert errors > 0  # faults were met and retried, not avoided
-    windows = query(pg_url, "SELECT shop_id, COUNT(*) FROM sync_windows WHERE stream = 'increment' "
-                    "GROUP BY shop_id ORDER BY shop_id")
+    windows = query(pg_url, "SELECT shop_id, COUNT(*) FROM sync_windows WHERE stream = 'trades' "
+                    "AND kind = 'increment' GROUP BY shop_id ORDER BY shop_id")
     assert windows == [(shop, 96) for shop in SHOPS]
 
     _assert_no_secret_in_dagster_records(instance, [sim.app_secret, *(s.session for s in sim.shops)])
@@ -100,11 +92,11 @@ def _assert_no_secret_in_dagster_records(instance: dg.DagsterInstance, secrets: 
     """Every event (messages, metadata, errors) and every run record, serialised, holds no secret."""
     runs = instance.get_runs()
     assert len(runs) > 40
-    for run in runs:
-        texts: list[Any] = [serialize_value(run)]
-        texts += [serialize_value(entry) for entry in instance.all_logs(run.run_id)]
+    for record in runs:
+        texts: list[Any] = [serialize_value(record)]
+        texts += [serialize_value(entry) for entry in instance.all_logs(record.run_id)]
         for text in texts:
             for secret in secrets:
-                assert secret not in text, f"a secret leaked into run {run.run_id}"
+                assert secret not in text, f"a secret leaked into run {record.run_id}"
 
 

@@ -12,21 +12,18 @@ from typing import Any
 import pytest
 from pipeline_support import (
     ANCHOR,
-    INCREMENT_ASSETS,
     fetch_window,
     in_windows,
     increment_keys,
-    instance_with_shops,
-    materialize,
-    metadata,
+    partition_metadata,
     query,
-    resources,
+    run,
     serial_loads,
+    sim_settings,
     snapshot,
     top_time,
     truth_rows,
     warehouse_rows,
-    write_sim_config,
 )
 
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
@@ -37,7 +34,6 @@ from ordersync_pipeline.warehouse import Warehouse
 SHOPS = ["shop-1", "shop-2"]
 # Yesterday 19:00-20:00 China time: a busy evening hour, closed long ago in host time.
 EVENING = increment_keys(ANCHOR + timedelta(hours=19), 4)
-FROM_LAKE = {"ops": {"raw_trade_pages": {"config": {"from_lake": True}}}}
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +56,10 @@ def _truth(sim: Simulator, shop: str, keys: list[str]) -> dict[int, tuple[Any, .
 
 def test_increment_partitions_land_ground_truth_with_metadata_ledger_and_windows(
         sim: Simulator, home: Path, any_warehouse_url: str) -> None:
-    config = write_sim_config(sim, home / "ordersync.yaml")
+    settings = sim_settings(sim, home, any_warehouse_url)
     calls_before = sim.gateway.calls
     # The warehouse is brand new (not migrated): the first materialisation has to cope.
-    result = materialize(INCREMENT_ASSETS, shops=SHOPS, time_keys=EVENING,
-                         instance=instance_with_shops(SHOPS),
-                         resources=resources(config, any_warehouse_url, home / "lake"))
+    result = run(settings, "increment", shops=SHOPS, time_keys=EVENING)
     assert result.success
 
     per_partition = {(shop, key): _truth(sim, shop, [key]) for shop in SHOPS for key in EVENING}
@@ -73,19 +67,21 @@ def test_increment_partitions_land_ground_truth_with_metadata_ledger_and_windows
         want = _truth(sim, shop, EVENING)
         assert len(want) > 20
         assert warehouse_rows(any_warehouse_url, shop) == want
-    fetched = sum(len(rows) for rows in per_partition.values())
-    lines = sum(len(row[3]) for rows in per_partition.values() for row in rows.values())
 
-    pages = metadata(result, "raw_trade_pages")
-    assert pages["partitions"] == len(SHOPS) * len(EVENING)
-    assert pages["trades_fetched"] == fetched
-    assert pages["api_calls"] == sim.gateway.calls - calls_before >= len(SHOPS) * len(EVENING)
-    assert pages["api_errors"] == 0 and pages["seconds"] > 0
-    trades_meta, orders_meta = metadata(result, "trades"), metadata(result, "trade_orders")
-    assert trades_meta["rows_upserted"] == fetched
-    assert orders_meta["rows_upserted"] == lines
-    assert trades_meta["quarantined"] == 0
-    assert trades_meta["seconds"] >= 0 and "trades_per_second" in trades_meta
+    # Each partition carries its own figures, not the run's totals.
+    pages, trades_meta = partition_metadata(result, "raw_trade_pages"), partition_metadata(result, "trades")
+    orders_meta = partition_metadata(result, "trade_orders")
+    assert sorted(pages) == sorted(f"{shop}|{key}" for shop in SHOPS for key in EVENING)
+    for (shop, key), rows in per_partition.items():
+        part = f"{shop}|{key}"
+        start, end = fetch_window(key)
+        assert pages[part]["trades_fetched"] == len(rows)
+        assert pages[part]["api_calls"] >= 1 and pages[part]["api_errors"] == 0
+        assert (pages[part]["window_start"], pages[part]["window_end"]) == (start.isoformat(), end.isoformat())
+        assert trades_meta[part]["rows_upserted"] == len(rows)
+        assert orders_meta[part]["rows_upserted"] == sum(len(row[3]) for row in rows.values())
+        assert trades_meta[part]["quarantined"] == 0
+    assert sum(p["api_calls"] for p in pages.values()) == sim.gateway.calls - calls_before
 
     # Every HTTP attempt is in the ledger, attributed to this run and shop.
     ledger = query(any_warehouse_url, "SELECT shop_id, method, outcome, COUNT(*) FROM api_calls "
@@ -93,91 +89,77 @@ def test_increment_partitions_land_ground_truth_with_metadata_ledger_and_windows
                    run=result.run_id)
     assert [(s, m, o) for s, m, o, _ in ledger] == [
         (shop, "taobao.trades.sold.increment.get", "ok") for shop in SHOPS]
-    assert sum(n for *_, n in ledger) == pages["api_calls"]
+    assert sum(n for *_, n in ledger) == sum(p["api_calls"] for p in pages.values())
 
     # Each partition's fetch window [start - 5 min, end) is recorded complete with its counts.
     warehouse = Warehouse(any_warehouse_url)
     for shop in SHOPS:
-        windows = warehouse.completed_windows(shop, "increment")
+        windows = warehouse.completed_windows(shop, "trades", "increment")
         assert [w.partition_key for w in windows] == EVENING
         for window, key in zip(windows, EVENING):
             start, end = fetch_window(key)
             assert (window.window_start, window.window_end) == (start, end)
-            assert window.trades == len(per_partition[(shop, key)])
+            assert window.records == len(per_partition[(shop, key)])
             assert window.run_id == result.run_id
     warehouse.dispose()
 
 
-def test_re_running_a_partition_changes_nothing(sim: Simulator, home: Path, pg_url: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    serial_loads(monkeypatch)
-    config = write_sim_config(sim, home / "ordersync.yaml")
-    instance = instance_with_shops(SHOPS)
-    res = resources(config, pg_url, home / "lake")
-    first = materialize(INCREMENT_ASSETS, shops=SHOPS, time_keys=EVENING[:2], instance=instance,
-                        resources=res)
+def test_re_running_a_partition_changes_nothing(sim: Simulator, home: Path, pg_url: str) -> None:
+    settings = serial_loads(sim_settings(sim, home, pg_url))
+    first = run(settings, "increment", shops=SHOPS, time_keys=EVENING[:2])
     assert first.success
     before = snapshot(pg_url)
-    windows_before = query(pg_url, "SELECT shop_id, stream, window_start, window_end, pages, trades "
-                           "FROM sync_windows ORDER BY shop_id, window_start")
+    windows_sql = ("SELECT shop_id, stream, kind, window_start, window_end, pages, records "
+                   "FROM sync_windows ORDER BY shop_id, window_start")
+    windows_before = query(pg_url, windows_sql)
     assert before["trades"] and before["trade_orders"]
 
-    again = materialize(INCREMENT_ASSETS, shops=SHOPS, time_keys=EVENING[:2], instance=instance,
-                        resources=res)
+    again = run(settings, "increment", shops=SHOPS, time_keys=EVENING[:2])
     assert again.success
     assert snapshot(pg_url) == before
-    assert query(pg_url, "SELECT shop_id, stream, window_start, window_end, pages, trades "
-                 "FROM sync_windows ORDER BY shop_id, window_start") == windows_before
+    assert query(pg_url, windows_sql) == windows_before
     # The same rows were sent again; the monotonic upsert left every one as it was.
-    assert metadata(again, "trades")["rows_upserted"] == metadata(first, "trades")["rows_upserted"]
+    assert partition_metadata(again, "trades") .keys() == partition_metadata(first, "trades").keys()
+    assert ({k: v["rows_upserted"] for k, v in partition_metadata(again, "trades").items()}
+            == {k: v["rows_upserted"] for k, v in partition_metadata(first, "trades").items()})
 
 
 def test_from_lake_rebuilds_the_same_rows_with_zero_api_calls(
         sim: Simulator, home: Path, pg_url: str, sqlite_url: str) -> None:
-    config = write_sim_config(sim, home / "ordersync.yaml")
-    instance = instance_with_shops(SHOPS)
-    assert materialize(INCREMENT_ASSETS, shops=SHOPS, time_keys=EVENING, instance=instance,
-                       resources=resources(config, pg_url, home / "lake")).success
+    assert run(sim_settings(sim, home, pg_url), "increment", shops=SHOPS, time_keys=EVENING).success
 
     calls = sim.gateway.calls
-    rebuilt = materialize(INCREMENT_ASSETS, shops=SHOPS, time_keys=EVENING, instance=instance,
-                          resources=resources(config, sqlite_url, home / "lake"), run_config=FROM_LAKE)
+    rebuilt = run(sim_settings(sim, home, sqlite_url), "increment", shops=SHOPS, time_keys=EVENING,
+                  from_lake=True)
     assert rebuilt.success
     assert sim.gateway.calls == calls
     assert query(sqlite_url, "SELECT COUNT(*) FROM api_calls") == [(0,)]
-    assert metadata(rebuilt, "raw_trade_pages")["from_lake"] is True
+    assert all(meta["from_lake"] is True for meta in partition_metadata(rebuilt, "raw_trade_pages").values())
     assert warehouse_rows(sqlite_url) == warehouse_rows(pg_url)
-    assert len(Warehouse(sqlite_url).completed_windows("shop-2", "increment")) == len(EVENING)
+    assert len(Warehouse(sqlite_url).completed_windows("shop-2", "trades", "increment")) == len(EVENING)
 
 
-def test_out_of_order_pages_converge_on_the_newest_state(
-        home: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    serial_loads(monkeypatch)
+def test_out_of_order_pages_converge_on_the_newest_state(home: Path, pg_url: str) -> None:
     # A world whose clock stands at yesterday 04:10: the night's partitions are fetched then, the rest
     # of the day once the clock has moved on to 23:50, and then the night's (now stale) pages are
     # replayed from the lake, older pages arriving after newer ones.
     with start_simulator(SimulatorSettings(seed=33, shops=1, orders_per_day=300, history_days=2,
                                            clock="stepped",
                                            start_at=ANCHOR + timedelta(hours=4, minutes=10))) as sim:
-        config = write_sim_config(sim, home / "ordersync.yaml")
-        instance = instance_with_shops(["shop-1"])
-        res = resources(config, pg_url, home / "lake")
+        settings = serial_loads(sim_settings(sim, home, pg_url, world_clock=True))
         night = increment_keys(ANCHOR, 16)  # 00:00 .. 04:00
-        assert materialize(INCREMENT_ASSETS, shops=["shop-1"], time_keys=night, instance=instance,
-                           resources=res).success
+        assert run(settings, "increment", shops=["shop-1"], time_keys=night).success
         lake = PageLake(home / "lake")
         stale = {t["tid"]: top_time(t["modified"]) for key in night for page in lake.read_partition(
-            shop_id="shop-1", stream="increment", partition_key=key, shape=TRADES) for t in page.items}
+            shop_id="shop-1", stream="trades.increment", partition_key=key, shape=TRADES) for t in page.items}
         assert len(stale) > 50
 
         sim.clock.advance(19 * 3600 + 40 * 60)  # 23:50: some of those trades shipped or finished since
         day = increment_keys(ANCHOR + timedelta(hours=4), 78)  # 04:00 .. 23:45
-        assert materialize(INCREMENT_ASSETS, shops=["shop-1"], time_keys=day, instance=instance,
-                           resources=res).success
+        assert run(settings, "increment", shops=["shop-1"], time_keys=day).success
         newest = snapshot(pg_url)
 
-        assert materialize(INCREMENT_ASSETS, shops=["shop-1"], time_keys=night, instance=instance,
-                           resources=res, run_config=FROM_LAKE).success
+        assert run(settings, "increment", shops=["shop-1"], time_keys=night, from_lake=True).success
         assert snapshot(pg_url) == newest
 
         stored = warehouse_rows(pg_url, "shop-1")

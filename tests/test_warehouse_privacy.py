@@ -2,6 +2,7 @@
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -36,8 +37,18 @@ def test_receiver_fields_are_kept_when_configured(pg_url: str) -> None:
     assert detail["receiver_name"] == "王*" and detail["receiver_mobile"] == "138********"
 
 
-def test_the_dagster_resource_passes_the_setting_through(sqlite_url: str) -> None:
-    from ordersync_pipeline.defs.resources import WarehouseResource
+def test_the_dagster_resource_passes_the_setting_through(sqlite_url: str, tmp_path: Path) -> None:
+    import dagster as dg
 
-    assert WarehouseResource(url=sqlite_url, store_receiver_pii=True).get_warehouse().store_receiver_pii
-    assert not WarehouseResource(url=sqlite_url).get_warehouse().store_receiver_pii
+    from ordersync_pipeline.config import OrdersyncConfig
+    from ordersync_pipeline.defs.resources import build_resources
+    from ordersync_pipeline.settings import Settings
+
+    for keep in (True, False):
+        config = OrdersyncConfig.model_validate({
+            "gateway": "http://127.0.0.1:9/router/rest", "app_key": "k", "app_secret": "s",
+            "shops": [{"shop_id": "s", "seller_nick": "s", "session": "x"}],
+            "sync": {"start": "2026-11-01", "store_receiver_pii": keep}})
+        resource = build_resources(Settings.for_config(config, home=tmp_path, warehouse_url=sqlite_url))["warehouse"]
+        warehouse = resource.resource_fn(dg.build_init_resource_context())
+        assert warehouse.store_receiver_pii is keep

@@ -1,1 +1,47 @@
-"""The Dagster layer: thin assets over the core in ordersync_pipeline.sync / top / warehouse."""
+"""The Dagster layer: definitions built from one ``Settings`` object, over the Dagster-free core.
+
+``build_definitions(settings)`` is the one factory: partitions, assets (made per stream by
+defs/factory.py), checks, jobs, the schedule and the resources all come from the same object, and
+nothing is read from the environment or the configuration file again.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ordersync_pipeline.defs.automation import build_jobs, build_schedules
+from ordersync_pipeline.defs.details import trade_details_asset
+from ordersync_pipeline.defs.factory import sync_assets
+from ordersync_pipeline.defs.partitions import Partitions
+from ordersync_pipeline.defs.resources import build_resources
+from ordersync_pipeline.settings import Settings
+from ordersync_pipeline.sync.windows import Timeline
+
+__all__ = ["build_definitions", "timeline_for"]
+
+# Shops per scheduled run: one run syncs this many shops' windows (each partition still succeeds or
+# fails on its own).
+MAX_SHOPS_PER_RUN = 100
+
+
+def timeline_for(settings: Settings) -> Timeline:
+    sync = settings.config.sync
+    from datetime import timedelta
+
+    return Timeline(anchor=settings.anchor, history_days=sync.history_days,
+                    increment_minutes=sync.incremental_minutes,
+                    overlap=timedelta(minutes=sync.overlap_minutes),
+                    safety_lag=timedelta(minutes=sync.safety_lag_minutes))
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    partitions = Partitions(settings.shop_ids, timeline_for(settings))
+    increment = [sync_assets("increment", partitions, settings), trade_details_asset(partitions, settings)]
+    historical = [sync_assets("historical", partitions, settings)]
+    return dg.Definitions(
+        assets=[*increment, *historical],
+        jobs=build_jobs(increment, historical),
+        schedules=build_schedules(partitions, settings.shop_ids, max_shops_per_run=MAX_SHOPS_PER_RUN),
+        resources=build_resources(settings),
+        executor=dg.in_process_executor,
+    )

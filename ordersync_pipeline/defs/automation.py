@@ -1,71 +1,88 @@
-"""Jobs, the increment schedule and the shop registration sensor."""
+"""Jobs and the increment schedule.
 
+One scheduled run per tick syncs every stream of every configured shop for the newest closed increment
+window (sharded into runs of at most ``max_shops_per_run`` shops): at hundreds of shops, one run per
+shop per tick would spend the machine on starting processes.
+"""
 
-from datetime import datetime, timedelta
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
 
 import dagster as dg
 
-from ordersync_pipeline.config import ConfigError
-from ordersync_pipeline.defs.assets import (
-    HISTORICAL_ASSETS,
-    INCREMENT_ASSETS,
-    INCREMENT_TIME,
-    SAFETY_LAG,
-    SETTINGS,
-)
-from ordersync_pipeline.defs.partitions import SHOPS, SHOPS_NAME
-from ordersync_pipeline.defs.resources import TopApiResource
+from ordersync_pipeline.defs.partitions import Partitions, multi_key
+from ordersync_pipeline.sync.windows import Timeline
 
-incremental_sync_job = dg.define_asset_job(
-    "incremental_sync_job", selection=dg.AssetSelection.assets(*INCREMENT_ASSETS),
-    description="Increment windows (15 minutes by default, plus the overlap) per shop into the warehouse.")
+__all__ = ["build_jobs", "build_schedules", "newest_closed_increment_key", "shop_ranges",
+           "INCREMENT_JOB", "HISTORICAL_JOB", "range_tags"]
 
-historical_load_job = dg.define_asset_job(
-    "historical_load_job", selection=dg.AssetSelection.assets(*HISTORICAL_ASSETS),
-    description="Created-time history (the platform keeps 90 days) per shop; backfill it as one run.")
+INCREMENT_JOB = "incremental_sync_job"
+HISTORICAL_JOB = "historical_load_job"
 
 
-def last_closed_increment_key(now: datetime, *, safety_lag: timedelta = SAFETY_LAG) -> str | None:
+def build_jobs(increment_assets: Sequence[dg.AssetsDefinition],
+               historical_assets: Sequence[dg.AssetsDefinition]) -> list[dg.UnresolvedAssetJobDefinition]:
+    return [
+        dg.define_asset_job(
+            INCREMENT_JOB, selection=dg.AssetSelection.assets(*increment_assets),
+            description=("Every stream's increment windows (the partition plus the overlap, once the "
+                         "safety lag has passed) for a range of shops; what the schedule launches.")),
+        dg.define_asset_job(
+            HISTORICAL_JOB, selection=dg.AssetSelection.assets(*historical_assets),
+            description=("Every stream's history (the platform keeps about 90 days) by Asia/Shanghai day; "
+                         "backfill it as one run.")),
+    ]
+
+
+def newest_closed_increment_key(timeline: Timeline, now: datetime) -> str | None:
     """The newest increment time key whose window ends at or before ``now - safety_lag``."""
-    keys = INCREMENT_TIME.get_partition_keys(current_time=now - safety_lag)
+    keys = timeline.closed_increment_keys(now, since=now - timeline.safety_lag - 2 * timeline.increment_step)
     return keys[-1] if keys else None
 
 
-def _cron_after_lag() -> str:
-    step = SETTINGS.incremental_minutes
-    lag = int(SAFETY_LAG.total_seconds() // 60) % step
-    minutes = ",".join(str(m + lag) for m in range(0, 60, step))
-    return f"{minutes} * * * *"
+def shop_ranges(shop_ids: Sequence[str], max_shops: int) -> list[tuple[str, str]]:
+    """Sorted shops cut into contiguous ranges of at most ``max_shops`` (first, last) each."""
+    ordered = sorted(shop_ids)
+    return [(ordered[i], ordered[min(i + max_shops, len(ordered)) - 1])
+            for i in range(0, len(ordered), max_shops)]
 
 
-@dg.schedule(job=incremental_sync_job, cron_schedule=_cron_after_lag(),
-             execution_timezone="Asia/Shanghai", default_status=dg.DefaultScheduleStatus.RUNNING)
-def incremental_sync_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
-    """Launches each shop's newest closed increment partition shortly after it closes."""
-    now = context.scheduled_execution_time
-    time_key = last_closed_increment_key(now)
-    shops = context.instance.get_dynamic_partitions(SHOPS_NAME)
-    if time_key is None or not shops:
-        return dg.SkipReason("no closed increment partition or no registered shop yet")
-    return [dg.RunRequest(run_key=f"{shop}|{time_key}",
-                          partition_key=dg.MultiPartitionKey({"shop": shop, "time": time_key}))
-            for shop in shops]
+def range_tags(first_shop: str, last_shop: str, first_time: str, last_time: str) -> dict[str, str]:
+    """Dagster's partition-range tags for shops [first, last] x times [first, last] (a product)."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    return {ASSET_PARTITION_RANGE_START_TAG: str(multi_key(first_shop, first_time)),
+            ASSET_PARTITION_RANGE_END_TAG: str(multi_key(last_shop, last_time))}
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
-def shop_partitions_sensor(context: dg.SensorEvaluationContext, top: TopApiResource) -> dg.SensorResult | dg.SkipReason:
-    """Registers every shop of the configuration file as a partition: adding a shop is a config edit."""
-    try:
-        configured = [s.shop_id for s in top.settings().shops]
-    except ConfigError as exc:
-        return dg.SkipReason(str(exc))
-    known = set(context.instance.get_dynamic_partitions(SHOPS_NAME))
-    missing = [s for s in configured if s not in known]
-    if not missing:
-        return dg.SkipReason("all configured shops are registered")
-    return dg.SensorResult(dynamic_partitions_requests=[SHOPS.build_add_request(missing)])
+def _cron_after_lag(timeline: Timeline) -> str:
+    step = timeline.increment_minutes
+    lag = int(timeline.safety_lag.total_seconds() // 60) % step
+    return f"{','.join(str(m + lag) for m in range(0, 60, step))} * * * *"
 
 
-JOBS = [incremental_sync_job, historical_load_job]
-SCHEDULES = [incremental_sync_schedule]
-SENSORS = [shop_partitions_sensor]
+def build_schedules(partitions: Partitions, shop_ids: Sequence[str], *,
+                    max_shops_per_run: int) -> list[dg.ScheduleDefinition]:
+    timeline = partitions.timeline
+
+    @dg.schedule(job_name=INCREMENT_JOB, cron_schedule=_cron_after_lag(timeline),
+                 execution_timezone="Asia/Shanghai", default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description=(f"Every {timeline.increment_minutes} minutes, {timeline.safety_lag} after a "
+                              "window closes: one run per up to "
+                              f"{max_shops_per_run} shops syncing every stream for that window."))
+    def incremental_sync_schedule(context: dg.ScheduleEvaluationContext,
+                                  ) -> list[dg.RunRequest] | dg.SkipReason:
+        now = context.scheduled_execution_time
+        time_key = newest_closed_increment_key(timeline, now)
+        if time_key is None or not shop_ids:
+            return dg.SkipReason("no closed increment window yet, or no configured shop")
+        return [dg.RunRequest(run_key=f"{time_key}|{first}..{last}",
+                              tags={**range_tags(first, last, time_key, time_key),
+                                    "ordersync/started_by": "schedule"})
+                for first, last in shop_ranges(shop_ids, max_shops_per_run)]
+
+    return [incremental_sync_schedule]
+
+

@@ -1,79 +1,75 @@
-"""Partitions: shops (from configuration) x time.
+"""Partitions: shops (from the configuration) x time (increment windows or historical days).
 
-Shops are a dynamic partition dimension so adding a shop to the configuration file needs no code
-change: ``ordersync sync`` and the ``shop_partitions_sensor`` register configured shops with the
-instance. Time is either increment windows (sync.incremental_minutes, 15 by default) or Asia/Shanghai days for the historical load.
+Shops are a static dimension built from the configuration, sorted by shop_id: every process that builds
+the definitions from the same configuration agrees on it, reordering the configuration changes nothing,
+and a run over a shop range covers exactly the shops between its ends. Adding or removing a shop is a
+configuration edit (reload the code location, or restart ``ordersync dev``); a removed shop's rows stay in
+the warehouse and its partitions simply stop being offered.
 
-Both time dimensions are anchored at one instant, the sync anchor: increment partitions start there
-and the historical days end there. Trades created before the anchor are loaded by the historical
-(created-time) path; every change at or after it is seen by an increment window, so together they
-leave no gap.
+The time dimensions come from ``Timeline`` (sync/windows.py), the one rule for where increments begin and
+history ends.
 """
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import dagster as dg
 
-from ordersync_pipeline.config import ENV_CONFIG, SyncSettings, load_config, ordersync_home
-from ordersync_pipeline.timeutil import SHANGHAI, parse_local_time
+from ordersync_pipeline.sync.windows import DAY_KEY_FORMAT, PARTITION_KEY_FORMAT, Kind, Timeline
 
-# The name as a plain str: DynamicPartitionsDefinition.name is typed ``str | None``.
-SHOPS_NAME = "shops"
-SHOPS = dg.DynamicPartitionsDefinition(name=SHOPS_NAME)
-TIME_FMT = "%Y-%m-%d-%H:%M"
-DAY_FMT = "%Y-%m-%d"
-ANCHOR_FILE = "sync_anchor"
+SHOP = "shop"
+TIME = "time"
 
 
-def configured_sync() -> SyncSettings:
-    """The ``sync`` section of the configuration named by ``ORDERSYNC_CONFIG`` (defaults if none)."""
-    path = os.environ.get(ENV_CONFIG)
-    if not path or not Path(path).exists():
-        return SyncSettings()
-    return load_config(path).sync
+def shop_partitions(shop_ids: list[str]) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(sorted(shop_ids))
 
 
-def sync_anchor(home: Path | None = None) -> datetime:
-    """The instant increment partitions start, stable across processes and reloads.
-
-    Taken from the configuration's ``sync.start`` when set; otherwise fixed on first use (the
-    start of the current Asia/Shanghai day) and kept in ``ORDERSYNC_HOME/sync_anchor``.
-    """
-    start = configured_sync().start
-    if start:
-        return parse_local_time(start)
-    home = home or ordersync_home()
-    path = home / ANCHOR_FILE
-    if path.exists():
-        return datetime.fromisoformat(path.read_text(encoding="utf-8").strip())
-    anchor = datetime.now(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
-    home.mkdir(parents=True, exist_ok=True)
-    path.write_text(anchor.isoformat(), encoding="utf-8")
-    return anchor
-
-
-def increment_time_partitions(anchor: datetime, minutes: int) -> dg.TimeWindowPartitionsDefinition:
+def increment_time_partitions(timeline: Timeline) -> dg.TimeWindowPartitionsDefinition:
     return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=f"*/{minutes} * * * *",
-        start=anchor.astimezone(SHANGHAI).replace(tzinfo=None),
-        fmt=TIME_FMT,
+        cron_schedule=f"*/{timeline.increment_minutes} * * * *",
+        start=timeline.increment_start.replace(tzinfo=None),
+        fmt=PARTITION_KEY_FORMAT,
         timezone="Asia/Shanghai",
     )
 
 
-def history_day_partitions(anchor: datetime, days: int) -> dg.TimeWindowPartitionsDefinition:
-    local = anchor.astimezone(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
+def history_day_partitions(timeline: Timeline) -> dg.TimeWindowPartitionsDefinition:
+    # end_offset=1 offers the anchor's own day while it is still in progress (its window ends at the
+    # anchor); end_date keeps every later day out.
     return dg.DailyPartitionsDefinition(
-        start_date=(local - timedelta(days=days)).replace(tzinfo=None),
-        end_date=local.replace(tzinfo=None),
+        start_date=timeline.first_history_day.strftime(DAY_KEY_FORMAT),
+        end_date=(timeline.last_history_day + timedelta(days=1)).strftime(DAY_KEY_FORMAT),
+        end_offset=1,
         timezone="Asia/Shanghai",
-        fmt=DAY_FMT,
+        fmt=DAY_KEY_FORMAT,
     )
 
 
-def multi(time_def: dg.PartitionsDefinition) -> dg.MultiPartitionsDefinition:
-    return dg.MultiPartitionsDefinition({"shop": SHOPS, "time": time_def})
+class Partitions:
+    """The two multi-partition definitions of one set of definitions."""
+
+    def __init__(self, shop_ids: list[str], timeline: Timeline) -> None:
+        self.timeline = timeline
+        self.shops = shop_partitions(shop_ids)
+        self.increment_time = increment_time_partitions(timeline)
+        self.history_days = history_day_partitions(timeline)
+        self.increment = dg.MultiPartitionsDefinition({SHOP: self.shops, TIME: self.increment_time})
+        self.historical = dg.MultiPartitionsDefinition({SHOP: self.shops, TIME: self.history_days})
+
+    def for_kind(self, kind: Kind) -> dg.MultiPartitionsDefinition:
+        return self.increment if kind == "increment" else self.historical
+
+
+def split_key(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
+    """``(shop_id, time_key)`` of a multi-partition key."""
+    multi = key if isinstance(key, dg.MultiPartitionKey) else None
+    if multi is None:
+        shop, time_key = str(key).split("|", 1)  # MultiPartitionKey's string form orders dimensions by name
+        return shop, time_key
+    return multi.keys_by_dimension[SHOP], multi.keys_by_dimension[TIME]
+
+
+def multi_key(shop_id: str, time_key: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({SHOP: shop_id, TIME: time_key})

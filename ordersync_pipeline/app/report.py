@@ -1,0 +1,98 @@
+"""What a terminal sync did, in a few lines: each run, rows per shop and stream, calls, quarantine, time.
+
+Figures are this invocation's own: API calls and quarantined records are counted by the run ids it
+started, so a sync running beside another never counts the other's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from ordersync_pipeline.sync.streams import STREAMS
+from ordersync_pipeline.warehouse import Warehouse
+from ordersync_pipeline.warehouse.tables import api_calls, metadata, quarantine
+
+__all__ = ["RunReport", "SyncReport", "collect_figures"]
+
+
+@dataclass
+class RunReport:
+    name: str                    # e.g. "increment trades+refunds"
+    partitions: int              # partitions x streams asked for
+    materialized: int            # partitions x streams that completed
+    seconds: float
+    run_id: str | None = None
+    error: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.error is None and self.materialized == self.partitions
+
+
+@dataclass
+class SyncReport:
+    runs: list[RunReport] = field(default_factory=list)
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)      # stream -> shop -> rows
+    refunded_trades: dict[str, int] = field(default_factory=dict)      # shop -> trades with a refund
+    api_calls: int = 0
+    api_errors: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(run.success for run in self.runs)
+
+    def render(self) -> str:
+        lines = ["", "ordersync summary", "-----------------"]
+        if not self.runs:
+            lines.append("nothing to run: every closed window is already synced")
+        for run in self.runs:
+            state = "ok" if run.success else f"FAILED: {run.error or f'{run.materialized} of {run.partitions} done'}"
+            lines.append(f"{run.name:<34} {run.materialized:>6}/{run.partitions:<6} {run.seconds:7.1f}s  "
+                         f"run {run.run_id or '-'}  {state}")
+        shops = sorted({shop for per_shop in self.rows.values() for shop in per_shop})
+        if shops:
+            names = [s.name for s in STREAMS if s.name in self.rows]
+            header = f"{'shop':<16}" + "".join(f"{name:>12}" for name in names)
+            if "refunds" in names and "trades" in names:
+                header += f"{'refund rate':>13}"
+            lines += ["", header]
+            for shop in shops:
+                line = f"{shop:<16}" + "".join(f"{self.rows[name].get(shop, 0):>12}" for name in names)
+                if "refunds" in names and "trades" in names:
+                    trades = self.rows["trades"].get(shop, 0)
+                    rate = self.refunded_trades.get(shop, 0) / trades if trades else 0.0
+                    line += f"{rate:>12.1%} "
+                lines.append(line)
+        lines += ["", f"API calls: {self.api_calls} ({self.api_errors} failed attempts, retried)",
+                  f"Quarantined records: {self.quarantined}", f"Wall time: {self.seconds:.1f}s"]
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+def collect_figures(report: SyncReport, warehouse: Warehouse, shops: Sequence[str],
+                    run_ids: Sequence[str]) -> None:
+    """Rows per stream and shop (the stream's main table), and this invocation's calls and quarantine."""
+    with warehouse.engine.connect() as conn:
+        for stream in STREAMS:
+            table = metadata.tables[stream.tables[0]]
+            query = sa.select(table.c.shop_id, sa.func.count()).group_by(table.c.shop_id)
+            counts = {str(shop): int(n) for shop, n in conn.execute(query)}
+            report.rows[stream.name] = {shop: int(counts.get(shop, 0)) for shop in shops}
+        if "refunds" in metadata.tables:
+            refunds = metadata.tables["refunds"]
+            refunded = (sa.select(refunds.c.shop_id, sa.func.count(sa.distinct(refunds.c.tid)))
+                        .group_by(refunds.c.shop_id))
+            report.refunded_trades = {str(shop): int(n) for shop, n in conn.execute(refunded)}
+        if run_ids:
+            errors = sa.func.sum(sa.case((api_calls.c.outcome == "error", 1), else_=0))
+            calls, failed = conn.execute(sa.select(sa.func.count(), errors)
+                                         .where(api_calls.c.run_id.in_(list(run_ids)))).one()
+            report.api_calls, report.api_errors = int(calls or 0), int(failed or 0)
+            report.quarantined = int(conn.execute(sa.select(sa.func.count()).select_from(quarantine)
+                                                  .where(quarantine.c.run_id.in_(list(run_ids)))).scalar_one())
