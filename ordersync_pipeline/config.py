@@ -131,6 +131,52 @@ class SyncSettings(BaseModel):
         return value
 
 
+class BreakerSettings(BaseModel):
+    """The failure-rate breaker (熔断降级) over the increment list APIs; see reconcile/breaker.py."""
+
+    model_config = _MODEL_CONFIG
+
+    # Open when more than this share of a shop's attempts at an increment API failed on the platform's
+    # side (transport, malformed body, isp.* errors; never our rate limit or a shop's credentials).
+    failure_rate: float = Field(default=0.05, gt=0, lt=1)
+    # The sliding window the share is taken over, and the fewest attempts in it that may trip it.
+    window_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    min_calls: int = Field(default=20, ge=1)
+    # How long an open breaker waits before probing the API again (and between failed probes).
+    cooldown_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # Attempts one probe makes, without retries; the probe succeeds only when every one does.
+    probe_calls: int = Field(default=5, ge=1, le=50)
+    # While open: a full pull (taobao.trades.sold.get) of the trades created in the last
+    # ``full_pull_hours``, every ``full_pull_every_minutes``.
+    full_pull_hours: int = Field(default=24, ge=1, le=90 * 24)
+    full_pull_every_minutes: int = Field(default=60, ge=5, le=24 * 60)
+
+
+class MonitoringSettings(BaseModel):
+    """Daily reconciliation, gap repair and the breaker."""
+
+    model_config = _MODEL_CONFIG
+
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    # When the daily reconciliation of the previous Asia/Shanghai day runs (HH:MM, Asia/Shanghai);
+    # it must be after the day's last increment window has closed and been fetched.
+    reconcile_at: str = Field(default="01:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    # List and compare every record's version every day, even when the counts agree (finds a change
+    # the increment API dropped, at one call per 100 records of the day); by default a day is listed
+    # only when the platform's count and the warehouse's differ.
+    reconcile_always_list: bool = False
+    # How far back the gap sensor looks for closed increment windows never completed (older gaps are
+    # `ordersync sync`'s to repair).
+    gap_lookback_days: int = Field(default=7, ge=1, le=90)
+
+    @model_validator(mode="after")
+    def _after_the_last_window(self) -> MonitoringSettings:
+        if self.reconcile_at < "00:30":
+            raise ValueError("reconcile_at must be 00:30 or later: the previous day's last increment "
+                             "window closes after midnight (plus the safety lag) and must be fetched first")
+        return self
+
+
 class OrdersyncConfig(BaseModel):
     model_config = _MODEL_CONFIG
 
@@ -143,6 +189,7 @@ class OrdersyncConfig(BaseModel):
     rate_limit_per_minute: int = Field(default=300, ge=1)
     shops: list[ShopConfig] = Field(min_length=1)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @field_validator("gateway")
     @classmethod
@@ -227,6 +274,8 @@ _SHOWN_VALUES = frozenset({
     ("gateway",), ("app_key",), ("app_secret_env",), ("sign_method",), ("timeout_seconds",),
     ("rate_limit_per_minute",), ("shops", "shop_id"), ("shops", "seller_nick"), ("shops", "session_env"),
     *(("sync", name) for name in SyncSettings.model_fields),
+    *(("monitoring", name) for name in MonitoringSettings.model_fields),
+    *(("monitoring", "breaker", name) for name in BreakerSettings.model_fields),
 })
 _MAX_SHOWN = 80
 
@@ -276,7 +325,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 
 
 _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
-    (): OrdersyncConfig, ("shops",): ShopConfig, ("sync",): SyncSettings}
+    (): OrdersyncConfig, ("shops",): ShopConfig, ("sync",): SyncSettings,
+    ("monitoring",): MonitoringSettings, ("monitoring", "breaker"): BreakerSettings}
 
 
 def config_to_yaml(config: OrdersyncConfig, *, header: str = "") -> str:

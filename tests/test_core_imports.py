@@ -14,6 +14,12 @@ CORE_MODULES = [
     "ordersync_pipeline.sync.lake",
     "ordersync_pipeline.sync.runner",
     "ordersync_pipeline.warehouse",
+    "ordersync_pipeline.reconcile.daily",
+    "ordersync_pipeline.reconcile.quality",
+    "ordersync_pipeline.reconcile.gaps",
+    "ordersync_pipeline.reconcile.breaker",
+    "ordersync_pipeline.reconcile.fullpull",
+    "ordersync_pipeline.alerts",
 ]
 
 

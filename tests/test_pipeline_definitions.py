@@ -36,7 +36,8 @@ def test_assets_jobs_and_schedule_come_from_the_registry(tmp_path: Path) -> None
     for stream in STREAMS:
         for kind in ("increment", "historical"):
             assert set(stream.assets.all_names(kind)) <= keys  # type: ignore[arg-type]
-    assert {j.name for j in defs.jobs} == {"incremental_sync_job", "historical_load_job"}  # type: ignore[union-attr]
+    assert {j.name for j in defs.jobs} == {"incremental_sync_job", "historical_load_job",  # type: ignore[union-attr]
+                                           "daily_reconciliation_job", "degraded_full_pull_job"}
     schedule = defs.resolve_schedule_def("incremental_sync_schedule")
     assert schedule.cron_schedule == "3,18,33,48 * * * *"  # each quarter hour plus the 3-minute lag
     assert schedule.execution_timezone == "Asia/Shanghai"

@@ -13,7 +13,9 @@ from ordersync_pipeline.defs.automation import build_jobs, build_schedules
 from ordersync_pipeline.defs.details import trade_details_asset
 from ordersync_pipeline.defs.factory import sync_assets
 from ordersync_pipeline.defs.partitions import Partitions
+from ordersync_pipeline.defs.reconcile import build_monitoring
 from ordersync_pipeline.defs.resources import build_resources
+from ordersync_pipeline.defs.sensors import build_sensors, paused_shops_reader
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.windows import Timeline
 
@@ -38,10 +40,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = Partitions(settings.shop_ids, timeline_for(settings))
     increment = [sync_assets("increment", partitions, settings), trade_details_asset(partitions, settings)]
     historical = [sync_assets("historical", partitions, settings)]
+    monitoring = build_monitoring(settings, partitions.timeline, max_shops_per_run=MAX_SHOPS_PER_RUN)
     return dg.Definitions(
-        assets=[*increment, *historical],
-        jobs=build_jobs(increment, historical),
-        schedules=build_schedules(partitions, settings.shop_ids, max_shops_per_run=MAX_SHOPS_PER_RUN),
+        assets=[*increment, *historical, *monitoring.assets],
+        jobs=[*build_jobs(increment, historical), *monitoring.jobs],
+        schedules=[*build_schedules(partitions, settings.shop_ids, max_shops_per_run=MAX_SHOPS_PER_RUN,
+                                    paused_shops=paused_shops_reader(settings)), *monitoring.schedules],
+        sensors=build_sensors(settings, partitions),
         resources=build_resources(settings),
         executor=dg.in_process_executor,
     )

@@ -280,6 +280,9 @@ class Apis:
         if self.page_drift > 0:
             self._maybe_drift(shop, [idx for _, idx in hits])
             hits = self._modified_hits(shop, start, end, t, types)
+        if self.world.increment_hides_anything(shop):
+            hidden = self.world.hidden_from_increment
+            hits = [h for h in hits if not hidden(shop, h[1], h[0])]
         if status:
             hits = [h for h in hits if self._status_ok(shop, h[1], t, status)]
         lo = (page_no - 1) * page_size

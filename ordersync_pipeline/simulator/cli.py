@@ -16,7 +16,7 @@ import click
 
 from ordersync_pipeline.config import write_config
 from ordersync_pipeline.simulator.server import start_simulator
-from ordersync_pipeline.simulator.settings import SimulatorSettings
+from ordersync_pipeline.simulator.settings import ApiFailure, SimulatorSettings
 
 
 def parse_rate(value: str | None) -> int | None:
@@ -29,6 +29,17 @@ def parse_rate(value: str | None) -> int | None:
     except ValueError:
         raise click.BadParameter(f"expected N or N/min, got {value!r}") from None
     return n or None
+
+
+def parse_failure(text: str) -> ApiFailure:
+    """``METHOD=RATE`` -> an ``ApiFailure`` of isp errors for the whole run."""
+    method, sep, rate = text.partition("=")
+    try:
+        if not sep or not method.strip():
+            raise ValueError("expected METHOD=RATE")
+        return ApiFailure(method.strip(), float(rate))
+    except ValueError as exc:
+        raise click.BadParameter(f"--fail {text!r}: {exc}") from None
 
 
 @click.group("simulator")
@@ -51,18 +62,24 @@ def simulator() -> None:
 @click.option("--app-secret", default=None)
 @click.option("--clock", "clock", default="real", type=click.Choice(["real", "accelerated", "stepped"]))
 @click.option("--speed", default=1.0, type=float, help="world seconds per real second (accelerated)")
+@click.option("--fail", "fail", multiple=True, metavar="METHOD=RATE",
+              help="make one API fail at RATE (0..1) with isp errors, e.g. "
+                   "taobao.trades.sold.increment.get=0.2 (repeatable; time windows: POST /admin/failures)")
+@click.option("--increment-miss-rate", default=0.0, type=float,
+              help="share of trades the increment API never lists (only reconciliation finds them)")
 @click.option("--write-config", "write_config_path", default=None, type=click.Path(dir_okay=False),
               help="write a ready ordersync config file for this gateway")
 def serve(host: str, port: int, seed: int, shops: int, orders_per_day: int, history_days: int,
           fault_rate: float, visibility_lag: float, page_drift: float, rate_limit: str | None,
-          app_key: str | None, app_secret: str | None, clock: str, speed: float,
-          write_config_path: str | None) -> None:
+          app_key: str | None, app_secret: str | None, clock: str, speed: float, fail: tuple[str, ...],
+          increment_miss_rate: float, write_config_path: str | None) -> None:
     """Serve until SIGINT or SIGTERM."""
     settings = SimulatorSettings(
         seed=seed, shops=shops, orders_per_day=orders_per_day, history_days=history_days,
         fault_rate=fault_rate, visibility_lag_s=visibility_lag, page_drift=page_drift,
         rate_limit_per_min=parse_rate(rate_limit), app_key=app_key, app_secret=app_secret,
-        clock=clock, speed=speed, host=host, port=port)  # type: ignore[arg-type]
+        clock=clock, speed=speed, host=host, port=port,  # type: ignore[arg-type]
+        api_failures=tuple(parse_failure(text) for text in fail), increment_miss_rate=increment_miss_rate)
     sim = start_simulator(settings)
     if write_config_path:
         write_config(sim.config(), write_config_path,

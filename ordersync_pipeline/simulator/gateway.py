@@ -1,9 +1,9 @@
 """The TOP gateway over HTTP: /router/rest with TOP's platform rules, /admin/* for ground truth.
 
 Validation order follows top-api.md section 8: method (21/22), app_key (28/29), timestamp (30/31),
-version, format (23), sign (24/25), session (26/27), rate limit (7), injected faults (15 + isp.*),
-then the API's own argument rules (40/41) and business errors (15 + isv.*). Errors are HTTP 200 with
-an ``error_response`` body, as every SDK expects.
+version, format (23), sign (24/25), session (26/27), rate limit (7), a failing API's window or an
+injected fault (15 + isp.*), then the API's own argument rules (40/41) and business errors (15 + isv.*).
+Errors are HTTP 200 with an ``error_response`` body, as every SDK expects.
 
 ``format=xml`` (TOP's default when ``format`` is omitted) gets a minimal XML rendering of the same
 envelope; JSON is the primary contract. The request ``timestamp`` is checked against the host clock,
@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from ordersync_pipeline.simulator import envelope as env
 from ordersync_pipeline.simulator.apis import Apis, Call, TopError
-from ordersync_pipeline.simulator.faults import FaultInjector, RateLimiter, malform, truncate
+from ordersync_pipeline.simulator.faults import ApiFailures, FaultInjector, RateLimiter, malform, truncate
 from ordersync_pipeline.timeutil import GMT8, TOP_TIME_FORMAT
 from ordersync_pipeline.top.signing import verify
 
@@ -52,6 +52,7 @@ class Gateway:
         self.apis = apis
         s = sim.settings
         self.faults = FaultInjector(s.fault_rate, s.seed)
+        self.failures = ApiFailures(s.api_failures, s.seed)
         self.limiter = RateLimiter(s.rate_limit_per_min)
         self.calls = 0
 
@@ -90,10 +91,12 @@ class Gateway:
         if ban:
             raise TopError(7, "App Call Limited", "accesscontrol.limited-by-app-access-count",
                            f"This ban will last for {ban} more seconds")
-        fault = self.faults.draw()
+        now = self.sim.clock.now_ts()
+        # A failing API's window (world time) first; the background fault rate otherwise.
+        fault = (self.failures.draw(method, shop.shop.shop_id if shop is not None else None, now)
+                 or self.faults.draw())
         if fault is not None and fault.kind == "isp":
             raise TopError(15, "Remote service error", fault.sub_code, fault.sub_msg)
-        now = self.sim.clock.now_ts()
         self.sim.world.ensure_horizon(now)
         call = Call(method, params, shop, now, rid, params.get("simplify", "").lower() == "true")
         body = handler(call)

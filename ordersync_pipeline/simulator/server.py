@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from types import TracebackType
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from ordersync_pipeline.simulator.apis import Apis
 from ordersync_pipeline.simulator.clock import Clock, make_clock
 from ordersync_pipeline.simulator.gateway import Gateway, Handler, Server
 from ordersync_pipeline.simulator.render import fmt_time
-from ordersync_pipeline.simulator.settings import SimShop, SimulatorSettings
+from ordersync_pipeline.simulator.settings import ApiFailure, FailureKind, SimShop, SimulatorSettings
 from ordersync_pipeline.simulator.tmc import TmcQueue
 from ordersync_pipeline.simulator.world import World
 
@@ -78,6 +79,26 @@ class Simulator:
         """Expire (False) or restore (True) a shop's session: calls with it then get code 27."""
         self.world.shop(shop_id).valid_session = valid
 
+    def fail_api(self, method: str, rate: float, *, start: datetime | None = None,
+                 end: datetime | None = None, shop_id: str | None = None, kind: FailureKind = "isp") -> None:
+        """From now on, ``rate`` of the calls to ``method`` whose world time lies in ``[start, end)`` fail
+        as ``kind`` (every shop's, or ``shop_id``'s only). E.g. the increment API failing 20 % for an
+        hour: ``fail_api("taobao.trades.sold.increment.get", 0.2, start=t1, end=t1 + 1h)``."""
+        if shop_id is not None:
+            self.world.shop(shop_id)  # KeyError naming the known shops
+        self.gateway.failures.add(ApiFailure(method, rate, start, end, shop_id, kind))
+
+    def clear_failures(self) -> None:
+        """Remove every API failure window (the background ``fault_rate`` stays)."""
+        self.gateway.failures.clear()
+
+    def hide_from_increment(self, tid: int, *, start: datetime | None = None,
+                            end: datetime | None = None) -> None:
+        """The increment API stops listing trade ``tid`` while its ``modified`` is in ``[start, end]``
+        (every version when both are None); only a reconciliation against sold.get can find it."""
+        self.world.hide_from_increment(tid, None if start is None else int(start.timestamp()),
+                                       None if end is None else int(end.timestamp()))
+
     def state(self) -> dict[str, Any]:
         now = self.clock.now_ts()
         return {
@@ -86,6 +107,8 @@ class Simulator:
                        "trades": self.world.trade_count(s.shop.shop_id, now),
                        "session_valid": s.valid_session} for s in self.world.shops],
             "calls": self.gateway.calls, "faults": dict(self.gateway.faults.injected),
+            "api_failures": dict(self.gateway.failures.injected),
+            "hidden_from_increment": sum(len(s.hidden) for s in self.world.shops),
             "drifted": self.gateway.apis.drifted, "tmc_backlog": self.tmc.backlog(),
             "fragment_cache": {"entries": len(self.fragments._d), "bytes": self.fragments.size,
                                "hits": self.fragments.hits, "misses": self.fragments.misses},

@@ -55,6 +55,8 @@ class ShopWorld:
         self.chunks: list[tuple[int, int, array[int]]] = []  # (min_ts, max_ts, sorted event keys)
         self.extras: dict[int, list[int]] = {}          # drift events per idx
         self.extra_keys: list[int] = []                 # sorted drift event keys
+        # Changes the increment API does not list: idx -> [(lo, hi)] modified ranges (inclusive).
+        self.hidden: dict[int, list[tuple[int, int]]] = {}
         self.valid_session = True
 
     def add_day(self, plan: p.DayPlan) -> None:
@@ -207,6 +209,30 @@ class World:
         out = [(m, i) for i, m in hits.items() if start <= m <= end]
         out.sort(reverse=True)
         return out
+
+    # ---------------------------------------------------------------- changes the increment API misses
+    def hide_from_increment(self, tid: int, start: int | None = None, end: int | None = None) -> None:
+        """The increment API stops listing the trade while its ``modified`` lies in ``[start, end]``
+        (epoch seconds, inclusive, unbounded when None): a change the platform's increment index
+        dropped. sold.get, fullinfo and the ground truth still see every version."""
+        loc = p.locate_tid(tid, self.seed)
+        if loc is None or loc[0] >= len(self.shops):
+            raise KeyError(f"no trade {tid} in this world")
+        shop, idx = self.shops[loc[0]], loc[1]
+        with self.lock:
+            shop.hidden.setdefault(idx, []).append((start if start is not None else 0,
+                                                    end if end is not None else 2**62))
+
+    def hidden_from_increment(self, shop: ShopWorld, idx: int, modified: int) -> bool:
+        """Is the trade's version stamped ``modified`` missing from the increment API?"""
+        rate = self.settings.increment_miss_rate
+        if rate > 0 and p.mix(self.seed, shop.shop_no, idx, 0x4D155) % 1_000_000 < rate * 1_000_000:
+            return True
+        spans = shop.hidden.get(idx)
+        return spans is not None and any(lo <= modified <= hi for lo, hi in spans)
+
+    def increment_hides_anything(self, shop: ShopWorld) -> bool:
+        return bool(shop.hidden) or self.settings.increment_miss_rate > 0
 
     def drift(self, shop: ShopWorld, idxs: Iterable[int], now: int) -> list[int]:
         with self.lock:

@@ -29,7 +29,9 @@ from ordersync_pipeline.warehouse.privacy import scrub_detail
 from ordersync_pipeline.warehouse.tables import (
     MONOTONIC_TABLES,
     Monotonic,
+    api_calls,
     metadata,
+    sync_windows,
     trade_details,
     trade_orders,
     trades,
@@ -315,3 +317,63 @@ class Warehouse:
         )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+    # -- reads for reconciliation, gap repair and the breaker -----------------------------------
+
+    def versions_between(self, table: str, *, shop_id: str, column: str, start: datetime,
+                         end: datetime) -> dict[int, datetime]:
+        """``{key: modified}`` of the shop's rows of a monotonic ``table`` whose ``column`` (a time
+        column: ``created``, ``modified``) lies in ``[start, end)``."""
+        t = metadata.tables[table]
+        key = t.c[MONOTONIC_TABLES[table].key]
+        query = sa.select(key, t.c.modified).where(
+            t.c.shop_id == shop_id, t.c[column] >= require_aware(start, "start"),
+            t.c[column] < require_aware(end, "end"))
+        with self.engine.connect() as conn:
+            return {int(k): modified for k, modified in conn.execute(query)}
+
+    def versions_of(self, table: str, keys: Iterable[int]) -> dict[int, datetime]:
+        """``{key: modified}`` of the stored rows among ``keys`` (absent keys are left out)."""
+        t = metadata.tables[table]
+        key = t.c[MONOTONIC_TABLES[table].key]
+        wanted = list(dict.fromkeys(keys))
+        found: dict[int, datetime] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                query = sa.select(key, t.c.modified).where(key.in_(wanted[start : start + _IN_CHUNK]))
+                found.update({int(k): modified for k, modified in conn.execute(query)})
+        return found
+
+    def windows_ending_since(self, stream: str, kind: str, since: datetime,
+                             shop_ids: Sequence[str]) -> list[CompletedWindow]:
+        """Completed windows of ``stream`` on ``kind`` ending at or after ``since``, for these shops."""
+        query = (sa.select(sync_windows)
+                 .where(sync_windows.c.stream == stream, sync_windows.c.kind == kind,
+                        sync_windows.c.window_end >= require_aware(since, "since"),
+                        sync_windows.c.shop_id.in_(list(shop_ids)))
+                 .order_by(sync_windows.c.shop_id, sync_windows.c.window_start))
+        with self.engine.connect() as conn:
+            return [CompletedWindow(**row) for row in conn.execute(query).mappings()]
+
+    def call_counts(self, *, since: datetime, after_id: int, methods: Sequence[str],
+                    failure_kinds: Sequence[str],
+                    shop_id: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+        """``{(shop_id, method): (attempts, failures)}`` of ``api_calls`` with ``called_at >= since`` and
+        ``id > after_id`` (of one shop, or every shop when None), where a failure is an error whose
+        ``error_kind`` is one of ``failure_kinds``."""
+        failed = sa.func.sum(sa.case((sa.and_(api_calls.c.outcome == "error",
+                                              api_calls.c.error_kind.in_(list(failure_kinds))), 1), else_=0))
+        query = (sa.select(api_calls.c.shop_id, api_calls.c.method, sa.func.count(), failed)
+                 .where(api_calls.c.called_at >= require_aware(since, "since"), api_calls.c.id > after_id,
+                        api_calls.c.method.in_(list(methods)), api_calls.c.shop_id.is_not(None))
+                 .group_by(api_calls.c.shop_id, api_calls.c.method))
+        if shop_id is not None:
+            query = query.where(api_calls.c.shop_id == shop_id)
+        with self.engine.connect() as conn:
+            return {(str(shop), str(method)): (int(calls), int(errors or 0))
+                    for shop, method, calls, errors in conn.execute(query)}
+
+    def last_call_id(self) -> int:
+        """The newest ``api_calls.id`` (0 when the ledger is empty)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(api_calls.c.id))).scalar_one() or 0)

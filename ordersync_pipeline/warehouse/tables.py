@@ -151,6 +151,52 @@ trade_details = sa.Table(
     **MYSQL_TABLE_ARGS,
 )
 
+# Values of reconciliation_daily.status: ``ok`` (the platform and the warehouse agreed at once),
+# ``repaired`` (they differed and the re-fetch closed the gap), ``gap`` (a gap survived the re-fetch).
+RECONCILIATION_STATUSES = ("ok", "repaired", "gap")
+
+reconciliation_daily = sa.Table(
+    "reconciliation_daily",
+    metadata,
+    sa.Column("shop_id", sa.String(64), primary_key=True),
+    sa.Column("stream", sa.String(32), primary_key=True),     # the registry's stream: trades, refunds
+    sa.Column("day", sa.Date, primary_key=True),               # an Asia/Shanghai calendar day
+    sa.Column("platform_count", sa.Integer, nullable=False),   # the platform's records of the day
+    sa.Column("warehouse_count", sa.Integer, nullable=False),  # the warehouse's, after the re-fetch
+    sa.Column("missing_count", sa.Integer, nullable=False),    # listed by the platform, absent here
+    sa.Column("stale_count", sa.Integer, nullable=False),      # here, but older than the platform's
+    sa.Column("extra_count", sa.Integer, nullable=False),      # here for the day, not listed there
+    sa.Column("refetched_count", sa.Integer, nullable=False),  # records re-fetched to close the gap
+    sa.Column("status", sa.String(16), nullable=False),        # RECONCILIATION_STATUSES
+    sa.Column("checked_at", UTCDateTime, nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    **MYSQL_TABLE_ARGS,
+)
+
+# Values of breaker_state.state.
+BREAKER_STATES = ("closed", "open")
+
+breaker_state = sa.Table(
+    "breaker_state",
+    metadata,
+    sa.Column("shop_id", sa.String(64), primary_key=True),
+    sa.Column("api", sa.String(128), primary_key=True),        # the TOP method guarded
+    sa.Column("state", sa.String(16), nullable=False),         # BREAKER_STATES
+    sa.Column("failure_rate", sa.Float, nullable=False),       # at the last evaluation
+    sa.Column("calls", sa.Integer, nullable=False),            # attempts in the window then
+    sa.Column("errors", sa.Integer, nullable=False),           # of which the platform failed
+    sa.Column("opened_at", UTCDateTime),                       # when it last opened
+    sa.Column("closed_at", UTCDateTime),                       # when it last closed
+    sa.Column("next_probe_at", UTCDateTime),                   # open: when the API is probed next
+    sa.Column("last_full_pull_at", UTCDateTime),               # open: when a full pull was last launched
+    # api_calls.id at the last change of state: calls up to it no longer count (a window that still
+    # holds the failures that opened it must not reopen a breaker that has just closed).
+    sa.Column("calls_after_id", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("reason", sa.Text),
+    **MYSQL_TABLE_ARGS,
+)
+
 
 @dataclass(frozen=True)
 class Monotonic:

@@ -1,0 +1,260 @@
+"""Reconciliation in Dagster: the ``daily_reconciliation`` asset (shop x Asia/Shanghai day) with its checks,
+its job and morning schedule, and the degraded full pull the breaker launches.
+
+Thin: the work is ``reconcile/`` (plain Python). Each shop-day partition is materialised on its own with
+its figures per stream, and evaluates:
+
+* ``no_reconciliation_gap`` (ERROR): fails while a gap survives the re-fetch, passes once repaired; the
+  gap opens a ``reconciliation_gap`` alert, which the next passing evaluation resolves;
+* the order quality checks (WARN, reconcile/quality.py): they warn and never block anything.
+
+The day partitions are the timeline's: from the first historical day up to yesterday, so any day the
+warehouse covers can be (re-)reconciled from the UI; a day older than the platform's ~90-day horizon
+fails with a message saying so.
+"""
+
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Final
+
+import dagster as dg
+
+from ordersync_pipeline.alerts import Alerts
+from ordersync_pipeline.defs.automation import range_tags, shop_ranges
+from ordersync_pipeline.defs.metadata import table_kinds
+from ordersync_pipeline.defs.partitions import SHOP, TIME, multi_key, split_key
+from ordersync_pipeline.failures import describe
+from ordersync_pipeline.reconcile import quality
+from ordersync_pipeline.reconcile.daily import DayOutcome, day_checks, reconcile_day
+from ordersync_pipeline.reconcile.fullpull import degraded_streams, full_pull, full_pull_window
+from ordersync_pipeline.reconcile.records import save_day
+from ordersync_pipeline.settings import Settings
+from ordersync_pipeline.sync.lake import PageLake
+from ordersync_pipeline.sync.windows import DAY_KEY_FORMAT, Timeline, day_window
+from ordersync_pipeline.timeutil import SHANGHAI
+from ordersync_pipeline.top.gateway import Gateway
+from ordersync_pipeline.warehouse import Warehouse
+from ordersync_pipeline.warehouse.recorder import WarehouseCallRecorder
+
+__all__ = ["Monitoring", "build_monitoring", "day_partitions", "RECONCILE_ASSET", "RECONCILE_JOB",
+           "RECONCILE_SCHEDULE", "GAP_CHECK", "DEGRADED_ASSET", "DEGRADED_JOB", "GAP_ALERT", "previous_day"]
+
+RECONCILE_ASSET = "daily_reconciliation"
+RECONCILE_JOB = "daily_reconciliation_job"
+RECONCILE_SCHEDULE = "daily_reconciliation_schedule"
+GAP_CHECK = "no_reconciliation_gap"
+GAP_ALERT: Final = "reconciliation_gap"
+DEGRADED_ASSET = "degraded_full_pull"
+DEGRADED_JOB = "degraded_full_pull_job"
+GROUP = "monitoring"
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    assets: list[dg.AssetsDefinition]
+    jobs: list[Any]                   # dg.define_asset_job results
+    schedules: list[dg.ScheduleDefinition]
+    days: dg.MultiPartitionsDefinition
+    shops: dg.StaticPartitionsDefinition
+
+
+def day_partitions(shop_ids: Sequence[str], timeline: Timeline) -> dg.MultiPartitionsDefinition:
+    """Shops x Asia/Shanghai days, from the first historical day to yesterday (the last complete day)."""
+    days = dg.DailyPartitionsDefinition(start_date=timeline.first_history_day.strftime(DAY_KEY_FORMAT),
+                                        timezone="Asia/Shanghai", fmt=DAY_KEY_FORMAT, end_offset=0)
+    return dg.MultiPartitionsDefinition({SHOP: dg.StaticPartitionsDefinition(sorted(shop_ids)), TIME: days})
+
+
+def previous_day(at: datetime) -> date:
+    """The Asia/Shanghai day before the one ``at`` falls in."""
+    return at.astimezone(SHANGHAI).date() - timedelta(days=1)
+
+
+def build_monitoring(settings: Settings, timeline: Timeline, *, max_shops_per_run: int) -> Monitoring:
+    days = day_partitions(settings.shop_ids, timeline)
+    shops = dg.StaticPartitionsDefinition(settings.shop_ids)
+    reconcile = _reconciliation_asset(settings, timeline, days)
+    pull = _degraded_pull_asset(settings, timeline, shops)
+    jobs = [
+        dg.define_asset_job(RECONCILE_JOB, selection=dg.AssetSelection.assets(reconcile),
+                            description="Reconcile shop-days against the platform and re-fetch what is missing "
+                                        "or stale; what the morning schedule launches."),
+        dg.define_asset_job(DEGRADED_JOB, selection=dg.AssetSelection.assets(pull),
+                            description="The degraded full pull of one shop, launched by the failure-rate "
+                                        "sensor while the shop's breaker is open."),
+    ]
+    return Monitoring(assets=[reconcile, pull], jobs=jobs,
+                      schedules=[_reconciliation_schedule(settings, max_shops_per_run)], days=days, shops=shops)
+
+
+def _partitioned_check(name: str, description: str, partitions_def: dg.PartitionsDefinition,
+                       ) -> dg.AssetCheckSpec:
+    # Dagster marks partitioned checks as a preview: a note for its developers, not for operators.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=RECONCILE_ASSET, description=description,
+                                 partitions_def=partitions_def)
+
+
+def _reconciliation_asset(settings: Settings, timeline: Timeline,
+                          days: dg.MultiPartitionsDefinition) -> dg.AssetsDefinition:
+    checks = day_checks()
+    monitoring = settings.config.monitoring
+    compared = "; ".join(f"{stream.title}: {check.compared}" for stream, check in checks)
+    check_specs = [_partitioned_check(GAP_CHECK, (
+        "Fails while the platform and the warehouse still disagree about the shop's day after the re-fetch; "
+        "passes once they agree (re-run the partition after fixing the cause)."), days)]
+    check_specs += [_partitioned_check(name, quality.CHECKS[name], days) for name in quality.check_names()]
+
+    @dg.multi_asset(
+        name="reconciliation", partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=check_specs,
+        specs=[dg.AssetSpec(RECONCILE_ASSET, skippable=True, group_name=GROUP, kinds={"taobao", *table_kinds(settings.warehouse_url)},
+                            metadata={"dagster/table_name": "reconciliation_daily"},
+                            description=(
+            "Each shop's Asia/Shanghai day checked against the platform (每日对账): the platform's count "
+            "against the warehouse's and, when they differ, the day's records listed cheaply, diffed, and "
+            "exactly the missing and stale ones re-fetched (补抓) and loaded. Compared: " + compared + ". "
+            "Results in the reconciliation_daily table; scheduled early each morning for the previous day, "
+            "and any day can be re-run here."))])
+    def reconciliation(context: dg.AssetExecutionContext, top: dg.ResourceParam[Gateway],
+                       warehouse: dg.ResourceParam[Warehouse], lake: dg.ResourceParam[PageLake],
+                       ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+        alerts = Alerts.from_settings(settings, warehouse)
+        failures: list[str] = []
+        with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as recorder:
+            client = top.client(recorder)
+            try:
+                for key in context.partition_keys:
+                    shop, day_key = split_key(key)
+                    day = date.fromisoformat(day_key)
+                    calls = recorder.total
+                    try:
+                        outcomes = [reconcile_day(client=client, warehouse=warehouse, stream=stream, check=check,
+                                                  shop_id=shop, session=top.session(shop), day=day,
+                                                  run_id=context.run.run_id,
+                                                  always_list=monitoring.reconcile_always_list,
+                                                  now=settings.clock())
+                                    for stream, check in checks]
+                        for outcome in outcomes:
+                            save_day(warehouse, outcome.result)
+                        results = quality.run_all(warehouse, lake, shop, day_window(day),
+                                                  increment_minutes=timeline.increment_minutes)
+                    except Exception as exc:  # noqa: BLE001 - this shop-day's failure alone
+                        failures.append(f"{shop} {day_key}: {describe(exc)}")
+                        context.log.warning(f"reconciliation of {shop} {day_key} failed: {describe(exc)}")
+                        continue
+                    _alert(alerts, shop, outcomes)
+                    yield from _report(multi_key(shop, day_key), outcomes, results, recorder.total - calls)
+            finally:
+                client.close()
+        if failures:
+            raise dg.Failure(description=f"{len(failures)} shop-day(s) could not be reconciled (a re-run retries "
+                                         f"them); first: {failures[0]}",
+                             metadata={"failed_partitions": "\n".join(failures[:50])}, allow_retries=False)
+
+    return reconciliation
+
+
+def _alert(alerts: Alerts, shop: str, outcomes: Sequence[DayOutcome]) -> None:
+    for outcome in outcomes:
+        row, left = outcome.result, outcome.remaining
+        key = f"{row.stream}:{row.day.isoformat()}"
+        if row.gap:
+            alerts.open(GAP_ALERT, shop_id=shop, key=key, message=(
+                f"shop {shop} {row.stream} {row.day.isoformat()}: still {len(left.missing)} missing, "
+                f"{len(left.stale)} stale and {len(left.extra)} unexpected after re-fetching {row.refetched_count} "
+                f"(platform {row.platform_count}, warehouse {row.warehouse_count}). Look at the quarantine "
+                f"table for these records, then re-run daily_reconciliation for {shop}|{row.day.isoformat()}."))
+        else:
+            alerts.resolve(GAP_ALERT, shop_id=shop, key=key)
+
+
+def _report(key: dg.MultiPartitionKey, outcomes: Sequence[DayOutcome], results: Sequence[quality.QualityResult],
+            api_calls: int) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    metadata: dict[str, Any] = {"api_calls": api_calls}
+    for outcome in outcomes:
+        row = outcome.result
+        metadata.update({f"{row.stream}_{name}": getattr(row, name) for name in (
+            "platform_count", "warehouse_count", "missing_count", "stale_count", "extra_count",
+            "refetched_count", "status")})
+    yield dg.AssetMaterialization(asset_key=RECONCILE_ASSET, partition=str(key), metadata=metadata)
+    gaps = [o for o in outcomes if o.result.gap]
+    description = "; ".join(
+        f"{o.result.stream}: {len(o.remaining.missing)} missing, {len(o.remaining.stale)} stale, "
+        f"{len(o.remaining.extra)} unexpected remain (e.g. {o.remaining.keys[:5]})" for o in gaps)
+    yield dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(RECONCILE_ASSET), check_name=GAP_CHECK, passed=not gaps, partition=str(key),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description or "; ".join(f"{o.result.stream}: {o.result.status}, platform "
+                                               f"{o.result.platform_count} = warehouse {o.result.warehouse_count}"
+                                               for o in outcomes),
+        metadata={f"{o.result.stream}_status": o.result.status for o in outcomes})
+    for result in results:
+        yield dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(RECONCILE_ASSET), check_name=result.name, passed=result.passed,
+            partition=str(key), severity=dg.AssetCheckSeverity.WARN, description=result.summary(str(key)),
+            metadata={"checked": result.checked, "violations": result.violations,
+                      "examples": "\n".join(result.examples) or "none"})
+
+
+def _reconciliation_schedule(settings: Settings, max_shops_per_run: int) -> dg.ScheduleDefinition:
+    hour, minute = (int(part) for part in settings.config.monitoring.reconcile_at.split(":"))
+    shop_ids = settings.shop_ids
+
+    @dg.schedule(name=RECONCILE_SCHEDULE, job_name=RECONCILE_JOB, cron_schedule=f"{minute} {hour} * * *",
+                 execution_timezone="Asia/Shanghai", default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description=(f"Every day at {settings.config.monitoring.reconcile_at} Asia/Shanghai: reconcile the "
+                              "previous day of every shop (one run per up to "
+                              f"{max_shops_per_run} shops)."))
+    def daily_reconciliation_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        if not shop_ids:
+            return dg.SkipReason("no configured shop")
+        day = previous_day(context.scheduled_execution_time).strftime(DAY_KEY_FORMAT)
+        return [dg.RunRequest(run_key=f"{day}|{first}..{last}",
+                              tags={**range_tags(first, last, day, day), "ordersync/started_by": "schedule"})
+                for first, last in shop_ranges(shop_ids, max_shops_per_run)]
+
+    return daily_reconciliation_schedule
+
+
+def _degraded_pull_asset(settings: Settings, timeline: Timeline,
+                         shops: dg.StaticPartitionsDefinition) -> dg.AssetsDefinition:
+    breaker = settings.config.monitoring.breaker
+    streams = degraded_streams()
+
+    @dg.multi_asset(
+        name="degraded_pull", partitions_def=shops, backfill_policy=dg.BackfillPolicy.single_run(),
+        specs=[dg.AssetSpec(DEGRADED_ASSET, skippable=True, group_name=GROUP,
+                            kinds={"taobao", *table_kinds(settings.warehouse_url)},
+                            description=(
+            "The degraded full pull (降级全量): while a shop's failure-rate breaker is open, its "
+            f"{', '.join(s.title for s in streams)} created in the last {breaker.full_pull_hours} hours fetched by "
+            "the historical list API (taobao.trades.sold.get) and upserted into the same tables. Launched by the "
+            f"failure_rate_sensor every {breaker.full_pull_every_minutes} minutes while the breaker is open; it "
+            "completes no increment window, so the gap sensor repairs those once the breaker closes."))])
+    def degraded_full_pull(context: dg.AssetExecutionContext, top: dg.ResourceParam[Gateway],
+                           warehouse: dg.ResourceParam[Warehouse]) -> Iterator[dg.AssetMaterialization]:
+        window = full_pull_window(settings.clock(), pull_range=timedelta(hours=breaker.full_pull_hours),
+                                  safety_lag=timeline.safety_lag)
+        with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as recorder:
+            with top.client(recorder) as client:
+                for shop in context.partition_keys:
+                    calls = recorder.total
+                    metadata: dict[str, Any] = {"window_start": window.start.isoformat(),
+                                                "window_end": window.end.isoformat()}
+                    for stream in streams:
+                        pulled = full_pull(client, warehouse, stream, shop_id=shop, session=top.session(shop),
+                                           window=window, page_size=settings.config.sync.page_size,
+                                           run_id=context.run.run_id)
+                        metadata.update({f"{stream.name}_pages": pulled.figures.pages,
+                                         f"{stream.name}_records": pulled.figures.records,
+                                         f"{stream.name}_quarantined": pulled.figures.quarantined,
+                                         **{f"{table}_upserted": n for table, n in pulled.figures.rows.items()}})
+                    metadata["api_calls"] = recorder.total - calls
+                    yield dg.AssetMaterialization(asset_key=DEGRADED_ASSET, partition=shop, metadata=metadata)
+
+    return degraded_full_pull

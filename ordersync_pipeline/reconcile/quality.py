@@ -1,0 +1,292 @@
+"""Order quality checks over one shop's Asia/Shanghai day: rules the platform's own data always obeys.
+
+They warn, they never block loading: a failing rule points at a record worth a look (a normaliser
+gap, a platform oddity), not at a reason to stop syncing. Each check covers the trades **created** in
+the day (after the day's reconciliation, so the set is complete):
+
+* ``order_lines_add_up``: the lines' ``payment`` plus the trade's ``post_fee`` equal the trade's
+  ``payment`` (to the fen), and a trade has at least one line.
+* ``refunds_within_payment`` (when a ``refunds`` table exists): no refund's ``refund_fee`` exceeds what
+  its order line was paid, and a trade's successful refunds together never exceed its ``payment``.
+* ``status_transitions_valid``: every change of status seen for a trade changed in the day (its
+  versions in the day's increment pages in the lake, then its stored row) is one the platform makes.
+  Versions in between may never have been seen, so "makes" means reachable in the platform's graph.
+* ``presale_amounts_agree``: a presale (``type = step``) trade's paid amount agrees with its stage:
+  nothing before the deposit, less than the whole once only the deposit is paid (or forfeited), all of
+  it once the balance is paid, and the trade waits for payment exactly while the balance is due.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from ordersync_pipeline.sync.lake import PageLake
+from ordersync_pipeline.sync.runner import lake_dataset
+from ordersync_pipeline.sync.windows import PARTITION_KEY_FORMAT, Window
+from ordersync_pipeline.timeutil import SHANGHAI, parse_top_time
+from ordersync_pipeline.top.pages import TRADES
+from ordersync_pipeline.warehouse import Warehouse
+from ordersync_pipeline.warehouse.tables import metadata, trade_orders, trades
+
+__all__ = ["QualityResult", "CHECKS", "order_lines_add_up", "refunds_within_payment",
+           "status_transitions_valid", "presale_amounts_agree", "PLATFORM_TRANSITIONS", "reachable",
+           "day_increment_keys"]
+
+MAX_EXAMPLES = 10
+ZERO = Decimal("0.00")
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    name: str
+    checked: int                          # records looked at
+    violations: int
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.violations == 0
+
+    def summary(self, where: str) -> str:
+        if self.passed:
+            return f"{where}: all {self.checked} checked agree"
+        return f"{where}: {self.violations} of {self.checked} do not, e.g. {'; '.join(self.examples[:3])}"
+
+
+# Descriptions for people (the asset checks show them).
+CHECKS: dict[str, str] = {
+    "order_lines_add_up": "Warns when a trade created in the day has no order lines, or its lines' payment plus "
+                          "its post_fee differ from its payment.",
+    "refunds_within_payment": "Warns when a refund exceeds what its order line was paid, or a trade's successful "
+                              "refunds exceed its payment (trades created in the day).",
+    "status_transitions_valid": "Warns when a trade changed in the day went from one status to another that the "
+                                "platform never leads to (versions from the day's increment pages, then the "
+                                "stored row).",
+    "presale_amounts_agree": "Warns when a presale (step) trade created in the day has a paid amount that does not "
+                             "fit its stage (deposit, balance, forfeited) or a status that does not fit it.",
+}
+
+
+class _Examples:
+    def __init__(self) -> None:
+        self.count = 0
+        self.examples: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(text)
+
+
+def _day_trades(warehouse: Warehouse, shop_id: str, window: Window, *columns: str) -> list[Mapping[str, Any]]:
+    query = sa.select(*(trades.c[name] for name in columns)).where(
+        trades.c.shop_id == shop_id, trades.c.created >= window.start, trades.c.created < window.end
+    ).order_by(trades.c.tid)
+    with warehouse.engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def order_lines_add_up(warehouse: Warehouse, shop_id: str, window: Window) -> QualityResult:
+    rows = _day_trades(warehouse, shop_id, window, "tid", "payment", "post_fee")
+    lines: dict[int, tuple[int, Decimal]] = {}
+    line_sum = (sa.select(trade_orders.c.tid, sa.func.count(), sa.func.sum(trade_orders.c.payment))
+                .join(trades, trades.c.tid == trade_orders.c.tid)
+                .where(trades.c.shop_id == shop_id, trades.c.created >= window.start,
+                       trades.c.created < window.end)
+                .group_by(trade_orders.c.tid))
+    with warehouse.engine.connect() as conn:
+        for tid, count, total in conn.execute(line_sum):
+            lines[int(tid)] = (int(count), Decimal(total or 0))
+    bad = _Examples()
+    for row in rows:
+        tid = int(row["tid"])
+        if tid not in lines:
+            bad.add(f"tid {tid}: no order lines")
+            continue
+        if row["payment"] is None:
+            continue  # a projection without amounts cannot be checked
+        expected = lines[tid][1] + (row["post_fee"] or ZERO)
+        if expected != row["payment"]:
+            bad.add(f"tid {tid}: lines {lines[tid][1]} + post_fee {row['post_fee'] or ZERO} != payment "
+                    f"{row['payment']}")
+    return QualityResult("order_lines_add_up", len(rows), bad.count, bad.examples)
+
+
+def refunds_within_payment(warehouse: Warehouse, shop_id: str, window: Window) -> QualityResult | None:
+    """None when the warehouse has no refunds table (the refunds stream is not registered)."""
+    refunds = metadata.tables.get("refunds")
+    if refunds is None:
+        return None
+    day_tids = (sa.select(trades.c.tid).where(trades.c.shop_id == shop_id, trades.c.created >= window.start,
+                                              trades.c.created < window.end))
+    query = (sa.select(refunds.c.refund_id, refunds.c.tid, refunds.c.status, refunds.c.refund_fee,
+                       trade_orders.c.payment.label("line_payment"), trades.c.payment.label("trade_payment"))
+             .select_from(refunds.outerjoin(trade_orders, trade_orders.c.oid == refunds.c.oid)
+                          .outerjoin(trades, trades.c.tid == refunds.c.tid))
+             .where(refunds.c.tid.in_(day_tids)))
+    bad = _Examples()
+    refunded: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    paid: dict[int, Decimal | None] = {}
+    checked = 0
+    with warehouse.engine.connect() as conn:
+        for row in conn.execute(query).mappings():
+            checked += 1
+            fee, line_paid = row["refund_fee"], row["line_payment"]
+            if fee is not None and line_paid is not None and fee > line_paid:
+                bad.add(f"refund {row['refund_id']} of tid {row['tid']}: {fee} > line payment {line_paid}")
+            if fee is not None and row["status"] == "SUCCESS":
+                refunded[int(row["tid"])] += fee
+            paid[int(row["tid"])] = row["trade_payment"]
+    for tid, total in refunded.items():
+        trade_paid = paid.get(tid)
+        if trade_paid is not None and total > trade_paid:
+            bad.add(f"tid {tid}: successful refunds {total} > payment {trade_paid}")
+    return QualityResult("refunds_within_payment", checked, bad.count, bad.examples)
+
+
+# The platform's trade status graph (top-api.md §4.1): each status and the ones it can lead to
+# directly. Closed states are terminal; a finished trade stays finished through an after-sale refund.
+PLATFORM_TRANSITIONS: dict[str, frozenset[str]] = {
+    "TRADE_NO_CREATE_PAY": frozenset({"WAIT_BUYER_PAY", "TRADE_CLOSED_BY_TAOBAO"}),
+    "WAIT_BUYER_PAY": frozenset({"PAY_PENDING", "WAIT_PRE_AUTH_CONFIRM", "PAID_FORBID_CONSIGN",
+                                 "WAIT_SELLER_SEND_GOODS", "TRADE_CLOSED_BY_TAOBAO"}),
+    "PAY_PENDING": frozenset({"WAIT_BUYER_PAY", "WAIT_SELLER_SEND_GOODS", "TRADE_CLOSED_BY_TAOBAO"}),
+    "WAIT_PRE_AUTH_CONFIRM": frozenset({"WAIT_SELLER_SEND_GOODS", "TRADE_CLOSED_BY_TAOBAO"}),
+    "PAID_FORBID_CONSIGN": frozenset({"WAIT_SELLER_SEND_GOODS", "TRADE_CLOSED"}),
+    "WAIT_SELLER_SEND_GOODS": frozenset({"SELLER_CONSIGNED_PART", "WAIT_BUYER_CONFIRM_GOODS", "TRADE_CLOSED"}),
+    "SELLER_CONSIGNED_PART": frozenset({"WAIT_BUYER_CONFIRM_GOODS", "TRADE_CLOSED"}),
+    "WAIT_BUYER_CONFIRM_GOODS": frozenset({"TRADE_BUYER_SIGNED", "TRADE_FINISHED", "TRADE_CLOSED"}),
+    "TRADE_BUYER_SIGNED": frozenset({"TRADE_FINISHED", "TRADE_CLOSED"}),
+    "TRADE_FINISHED": frozenset(),
+    "TRADE_CLOSED": frozenset(),
+    "TRADE_CLOSED_BY_TAOBAO": frozenset(),
+}
+
+
+def _closure(graph: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    out: dict[str, frozenset[str]] = {}
+    for start in graph:
+        seen: set[str] = set()
+        todo = list(graph[start])
+        while todo:
+            status = todo.pop()
+            if status not in seen:
+                seen.add(status)
+                todo.extend(graph.get(status, ()))
+        out[start] = frozenset(seen)
+    return out
+
+
+_REACHABLE = _closure(PLATFORM_TRANSITIONS)
+
+
+def reachable(before: str, after: str) -> bool:
+    """Can the platform take a trade from ``before`` to ``after`` (directly or through states between)?"""
+    return before == after or after in _REACHABLE.get(before, frozenset())
+
+
+def day_increment_keys(window: Window, increment_minutes: int) -> list[str]:
+    """The increment partition keys starting within the day ``window``."""
+    start = window.start.astimezone(SHANGHAI)
+    step = timedelta(minutes=increment_minutes)
+    count = int((window.end - window.start) / step)
+    return [(start + i * step).strftime(PARTITION_KEY_FORMAT) for i in range(count)]
+
+
+def status_transitions_valid(warehouse: Warehouse, lake: PageLake, shop_id: str, window: Window, *,
+                             increment_keys: Sequence[str]) -> QualityResult:
+    versions: dict[int, dict[datetime, str]] = defaultdict(dict)
+    dataset = lake_dataset("trades", "increment")
+    for key in increment_keys:
+        if not lake.has_partition(shop_id=shop_id, stream=dataset, partition_key=key):
+            continue
+        for page in lake.read_partition(shop_id=shop_id, stream=dataset, partition_key=key, shape=TRADES):
+            for record in page.items:
+                _add_version(versions, record)
+    if versions:
+        stored = sa.select(trades.c.tid, trades.c.modified, trades.c.status).where(
+            trades.c.tid.in_(list(versions)))
+        with warehouse.engine.connect() as conn:
+            for tid, modified, status in conn.execute(stored):
+                versions[int(tid)].setdefault(modified, status)
+    bad = _Examples()
+    for tid, seen in sorted(versions.items()):
+        path = [status for _, status in sorted(seen.items())]
+        for before, after in zip(path, path[1:]):
+            if not reachable(before, after):
+                bad.add(f"tid {tid}: {before} -> {after}")
+                break
+    return QualityResult("status_transitions_valid", len(versions), bad.count, bad.examples)
+
+
+def _add_version(versions: dict[int, dict[datetime, str]], record: object) -> None:
+    if not isinstance(record, dict):
+        return
+    tid, modified, status = record.get("tid"), record.get("modified"), record.get("status")
+    if not isinstance(modified, str) or not isinstance(status, str) or not isinstance(tid, (int, str)):
+        return  # the normaliser quarantined it; nothing to say about its transitions here
+    try:
+        versions[int(tid)].setdefault(parse_top_time(modified), status)
+    except ValueError:
+        return
+
+
+def presale_amounts_agree(warehouse: Warehouse, shop_id: str, window: Window) -> QualityResult:
+    rows = [row for row in _day_trades(warehouse, shop_id, window, "tid", "type", "status", "payment",
+                                       "step_trade_status", "step_paid_fee")
+            if row["type"] == "step"]
+    bad = _Examples()
+    for row in rows:
+        problem = _presale_problem(row["step_trade_status"], row["step_paid_fee"], row["payment"], row["status"])
+        if problem:
+            bad.add(f"tid {row['tid']}: {problem}")
+    return QualityResult("presale_amounts_agree", len(rows), bad.count, bad.examples)
+
+
+def _presale_problem(stage: str | None, paid: Decimal | None, payment: Decimal | None,
+                     status: str | None) -> str | None:
+    paid = paid if paid is not None else ZERO
+    if stage is None:
+        return "a presale trade without step_trade_status"
+    if payment is None:
+        return None
+    if stage == "FRONT_NOPAID_FINAL_NOPAID" and paid != ZERO:
+        return f"nothing paid yet but step_paid_fee {paid}"
+    if stage in ("FRONT_PAID_FINAL_NOPAID", "FRONT_PAID_FRONT_FORFEITED") and not ZERO <= paid < payment:
+        return f"{stage} with step_paid_fee {paid} not below payment {payment}"
+    if stage == "FRONT_PAID_FINAL_PAID" and paid != payment:
+        return f"balance paid but step_paid_fee {paid} != payment {payment}"
+    if stage in ("FRONT_NOPAID_FINAL_NOPAID", "FRONT_PAID_FINAL_NOPAID") and status not in (
+            "WAIT_BUYER_PAY", "TRADE_NO_CREATE_PAY", "TRADE_CLOSED_BY_TAOBAO"):
+        return f"{stage} but status {status}"
+    if stage == "FRONT_PAID_FINAL_PAID" and status in ("WAIT_BUYER_PAY", "TRADE_NO_CREATE_PAY"):
+        return f"balance paid but status {status}"
+    if stage == "FRONT_PAID_FRONT_FORFEITED" and status != "TRADE_CLOSED_BY_TAOBAO":
+        return f"deposit forfeited but status {status}"
+    return None
+
+
+def run_all(warehouse: Warehouse, lake: PageLake, shop_id: str, window: Window, *,
+            increment_minutes: int) -> list[QualityResult]:
+    """Every quality check that applies to this warehouse, for one shop's day."""
+    results = [order_lines_add_up(warehouse, shop_id, window)]
+    refunds = refunds_within_payment(warehouse, shop_id, window)
+    if refunds is not None:
+        results.append(refunds)
+    results.append(status_transitions_valid(warehouse, lake, shop_id, window,
+                                            increment_keys=day_increment_keys(window, increment_minutes)))
+    results.append(presale_amounts_agree(warehouse, shop_id, window))
+    return results
+
+
+def check_names(table_names: Iterable[str] | None = None) -> list[str]:
+    """The quality checks that apply: ``refunds_within_payment`` only with a refunds table."""
+    tables = set(metadata.tables if table_names is None else table_names)
+    return [name for name in CHECKS if name != "refunds_within_payment" or "refunds" in tables]
