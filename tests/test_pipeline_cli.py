@@ -53,6 +53,12 @@ def test_sync_loads_everything_records_runs_and_then_reports_up_to_date(
     want = truth_rows(in_windows(trades, day, "created") + in_windows(trades, [(ANCHOR, ANCHOR + timedelta(days=1))]))
     assert warehouse_rows(pg_url) == want
     assert re.search(rf"^shop-1 +{len(want)}\b", first.stdout, re.MULTILINE), first.stdout
+    # Each completed day reconciled against the platform, with its counts; trades created yesterday and
+    # changed since the synced range are pending (the next sync brings them), not a gap.
+    assert "reconciliation: 3 days x 1 shop(s)" in first.stdout
+    for day in (ANCHOR - timedelta(days=2), ANCHOR - timedelta(days=1), ANCHOR):
+        assert re.search(rf"^{day:%Y-%m-%d} +shop-1 +trades +\d+ +\d+ +0 +0 +0 +\d+ +ok$", first.stdout,
+                         re.MULTILINE), first.stdout
 
     second = _sync(config, home, pg_url)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -61,7 +67,9 @@ def test_sync_loads_everything_records_runs_and_then_reports_up_to_date(
 
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
-        assert sorted(r.job_name for r in runs) == ["historical_load_job", "incremental_sync_job"]
+        # The history, the increments, and the reconciliation of the three completed days.
+        assert sorted(r.job_name for r in runs) == ["daily_reconciliation_job", "historical_load_job",
+                                                    "incremental_sync_job"]
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         assert all(r.tags.get("ordersync/started_by") == "cli" for r in runs)
         secrets = [sim.app_secret, sim.shops[0].session]
@@ -96,8 +104,9 @@ def test_an_invalid_session_fails_with_re_authorise_advice_and_no_secret(
     result = _sync(config, tmp_path / "home", pg_url, to=an_hour)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    # Both steps fail at once (no step retries: waiting cannot fix a session) and say what to do.
+    # Every step fails at once (no step retries: waiting cannot fix a session) and says what to do; the
+    # reconciliation of the completed history days cannot ask the platform either.
     failed = [line for line in result.stdout.splitlines() if "FAILED:" in line]
-    assert [line.split()[0] for line in failed] == ["historical", "increment"]
+    assert [line.split()[0] for line in failed] == ["historical", "increment", "reconciliation"]
     assert all("re-authorise this shop shop-1" in line for line in failed), failed
     assert wrong not in output and sim.app_secret not in output

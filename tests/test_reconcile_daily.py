@@ -11,11 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from ordersync_pipeline.reconcile.daily import DAY_CHECKS, Diff, day_checks, diff, reconcile_day
+from ordersync_pipeline.reconcile.gaps import synced_until
 from ordersync_pipeline.reconcile.load import load_pages
 from ordersync_pipeline.reconcile.records import passed_days, read_days, save_day
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
 from ordersync_pipeline.sync.streams import TRADE_FIELDS, stream
-from ordersync_pipeline.sync.windows import day_window
+from ordersync_pipeline.sync.windows import Timeline, day_window
 from ordersync_pipeline.timeutil import SHANGHAI, parse_top_time
 from ordersync_pipeline.top import paging
 from ordersync_pipeline.top.client import TopClient
@@ -42,6 +43,35 @@ def test_diff_names_missing_stale_and_extra_and_accepts_newer() -> None:
     assert diff(listed, stored, stored_day) == Diff(missing=[1], stale=[2], extra=[9])
     assert diff({}, {}, {}).empty
     assert Diff(missing=[1], stale=[2], extra=[9]).keys == [1, 2, 9]
+
+
+def test_changes_after_the_synced_range_are_pending_not_gaps() -> None:
+    listed = {1: _at(10), 2: _at(30), 3: _at(30), 4: _at(19)}
+    stored = {3: _at(5), 4: _at(5)}
+    found = diff(listed, stored, {3: _at(5), 4: _at(5)}, synced_until=_at(20))
+    assert found == Diff(missing=[1], stale=[4], extra=[], pending=[2, 3])
+    assert not found.empty and found.keys == [1, 4]
+    assert diff({2: _at(30)}, {}, {}, synced_until=_at(20)).empty
+
+
+def test_synced_until_is_the_end_of_the_unbroken_run_of_complete_windows(tmp_path: Path) -> None:
+    warehouse = Warehouse(f"sqlite:///{tmp_path / 'w.db'}")
+    warehouse.migrate()
+    anchor = datetime(2026, 11, 24, tzinfo=SHANGHAI)
+    timeline = Timeline(anchor=anchor, history_days=2, increment_minutes=15)
+    now = anchor + timedelta(hours=2)
+    assert synced_until(warehouse, timeline, stream="trades", shop_id="s", since=anchor, now=now) == anchor
+    keys = timeline.closed_increment_keys(now)
+    for key in keys[:3] + keys[4:]:                  # 00:45-01:00 never completed
+        window = timeline.increment_window(key)
+        warehouse.mark_window_complete(shop_id="s", stream="trades", kind="increment", window_start=window.start,
+                                       window_end=window.end, partition_key=key, pages=1, records=0, run_id=None)
+    assert synced_until(warehouse, timeline, stream="trades", shop_id="s", since=anchor - timedelta(days=1),
+                        now=now) == anchor + timedelta(minutes=45)
+    assert synced_until(warehouse, timeline, stream="trades", shop_id="s", since=anchor + timedelta(hours=1),
+                        now=now) == timeline.increment_partition(keys[-1]).end
+    assert synced_until(warehouse, timeline, stream="trades", shop_id="other", since=anchor,
+                        now=now) == anchor
 
 
 def test_the_registered_streams_with_a_day_check_are_reconciled() -> None:
@@ -126,6 +156,22 @@ def test_a_complete_day_costs_one_call_and_a_gap_is_repaired_by_targeted_refetch
     assert (outcome.result.status, outcome.result.stale_count, outcome.result.refetched_count) == ("repaired", 2, 2)
     stored = wh.versions_of("trades", truth)
     assert stored == truth
+
+    # When the increments have synced only up to noon, a record changed later is not yet due: pending,
+    # neither a gap nor re-fetched.
+    noon = day_window(DAY).start + timedelta(hours=12)
+    early = [tid for tid, modified in sorted(truth.items()) if modified < noon][:2]
+    late = [tid for tid, modified in sorted(truth.items()) if modified >= noon][:2]
+    with wh.engine.begin() as conn:
+        conn.execute(sa.delete(sa.table("trade_orders", sa.column("tid"))).where(sa.column("tid").in_(early + late)))
+        conn.execute(trades.delete().where(trades.c.tid.in_(early + late)))
+    with _client(sim) as client:
+        outcome = reconcile_day(client=client, warehouse=wh, stream=TRADES, check=CHECK, shop_id="shop-1",
+                                session=sim.shops[0].session, day=DAY, run_id=None, now=NOW, synced_until=noon)
+    row = outcome.result
+    assert (row.status, row.missing_count, row.pending_count, row.refetched_count) == ("repaired", 2, 2, 2)
+    assert all(wh.get_trade(tid) is not None for tid in early)
+    assert all(wh.get_trade(tid) is None for tid in late)
 
 
 def test_a_record_the_platform_does_not_have_is_a_gap_that_survives(sim: Simulator, wh: Warehouse) -> None:

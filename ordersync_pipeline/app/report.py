@@ -1,7 +1,8 @@
-"""What a terminal sync did, in a few lines: each run, rows per shop and stream, calls, quarantine, time.
+"""What a terminal sync did, in a few lines: each run, rows per shop and stream, each reconciled day,
+calls, quarantine, time.
 
-Figures are this invocation's own: API calls and quarantined records are counted by the run ids it
-started, so a sync running beside another never counts the other's work.
+Figures are this invocation's own: API calls, quarantined records and reconciled days are counted by the
+run ids it started, so a sync running beside another never counts the other's work.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from ordersync_pipeline.reconcile.records import DayResult, read_days
 from ordersync_pipeline.sync.streams import STREAMS
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.tables import api_calls, metadata, quarantine
@@ -37,6 +39,7 @@ class SyncReport:
     runs: list[RunReport] = field(default_factory=list)
     rows: dict[str, dict[str, int]] = field(default_factory=dict)      # stream -> shop -> rows
     refunded_trades: dict[str, int] = field(default_factory=dict)      # shop -> trades with a refund
+    reconciliation: list[DayResult] = field(default_factory=list)      # the days this sync reconciled
     api_calls: int = 0
     api_errors: int = 0
     quarantined: int = 0
@@ -69,10 +72,32 @@ class SyncReport:
                     rate = self.refunded_trades.get(shop, 0) / trades if trades else 0.0
                     line += f"{rate:>12.1%} "
                 lines.append(line)
+        lines += self._reconciliation_lines()
         lines += ["", f"API calls: {self.api_calls} ({self.api_errors} failed attempts, retried)",
                   f"Quarantined records: {self.quarantined}", f"Wall time: {self.seconds:.1f}s"]
         lines.extend(self.notes)
         return "\n".join(lines)
+
+
+    def _reconciliation_lines(self) -> list[str]:
+        """Each reconciled shop-day: the platform's count, the warehouse's, what was re-fetched."""
+        if not self.reconciliation:
+            return []
+        lines = ["", "reconciliation: the platform's count against the warehouse's, per day",
+                 f"{'day':<12}{'shop':<16}{'stream':<10}{'platform':>10}{'warehouse':>11}{'missing':>9}"
+                 f"{'stale':>7}{'re-fetched':>12}{'pending':>9}  status"]
+        for row in self.reconciliation:
+            lines.append(f"{row.day.isoformat():<12}{row.shop_id:<16}{row.stream:<10}{row.platform_count:>10}"
+                         f"{row.warehouse_count:>11}{row.missing_count:>9}{row.stale_count:>7}"
+                         f"{row.refetched_count:>12}{row.pending_count:>9}  {row.status}")
+        gaps = sum(row.gap for row in self.reconciliation)
+        refetched = sum(row.refetched_count for row in self.reconciliation)
+        pending = sum(row.pending_count for row in self.reconciliation)
+        lines.append(f"{len(self.reconciliation)} day(s) checked, {refetched} record(s) re-fetched, "
+                     + (f"{gaps} with a gap left (see the reconciliation_gap alerts)" if gaps else "no gap left")
+                     + (f"; {pending} changed after the synced range (pending: the next sync brings them)"
+                        if pending else ""))
+        return lines
 
 
 def collect_figures(report: SyncReport, warehouse: Warehouse, shops: Sequence[str],
@@ -96,3 +121,5 @@ def collect_figures(report: SyncReport, warehouse: Warehouse, shops: Sequence[st
             report.api_calls, report.api_errors = int(calls or 0), int(failed or 0)
             report.quarantined = int(conn.execute(sa.select(sa.func.count()).select_from(quarantine)
                                                   .where(quarantine.c.run_id.in_(list(run_ids)))).scalar_one())
+    if run_ids:
+        report.reconciliation = read_days(warehouse, shop_ids=shops, run_ids=run_ids)

@@ -6,6 +6,9 @@
    into runs that target exactly those partitions.
 4. Execute each run in-process against the persistent instance (``ordersync dev`` then shows it), and
    check that it materialised every partition it was asked for: one that did less fails loudly.
+5. Reconcile every completed day in range (``plan_reconciliation``): each shop-day not yet reconciled
+   without a gap goes through the ``daily_reconciliation`` asset, which counts against the platform and
+   re-fetches what is missing or stale. The summary shows each day's counts and what was re-fetched.
 """
 
 from __future__ import annotations
@@ -13,21 +16,23 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from ordersync_pipeline.app.instance import ensure_dagster_home, fail_dead_runs, run_tags, sync_lock
 from ordersync_pipeline.app.progress import partition_progress
 from ordersync_pipeline.app.report import RunReport, SyncReport, collect_figures
+from ordersync_pipeline.reconcile.daily import PLATFORM_HORIZON, day_checks
+from ordersync_pipeline.reconcile.records import passed_days
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.plan import RunRect, history_keys_between, increment_keys_between, rectangles, wanted_keys
 from ordersync_pipeline.sync.stream import Stream
 from ordersync_pipeline.sync.streams import KINDS, STREAMS, stream
-from ordersync_pipeline.sync.windows import Kind, Timeline, Window
+from ordersync_pipeline.sync.windows import DAY_KEY_FORMAT, Kind, Timeline, Window, day_window
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.connect import open_warehouse
 
-__all__ = ["run_sync", "plan_runs", "execute_rect", "Echo"]
+__all__ = ["run_sync", "plan_runs", "execute_rect", "plan_reconciliation", "execute_reconciliation", "Echo"]
 
 Echo = Callable[[str], None]
 JOBS: dict[Kind, str] = {"increment": "incremental_sync_job", "historical": "historical_load_job"}
@@ -65,6 +70,12 @@ def run_sync(settings: Settings, *, start: datetime | None = None, end: datetime
                 run_ids.append(run.run_id)
         if not report.runs:
             echo("already up to date: every closed window is synced")
+        for rect in plan_reconciliation(settings, timeline, warehouse, start=start, end=end):
+            echo(_describe_days(rect))
+            run = execute_reconciliation(defs, instance, rect)
+            report.runs.append(run)
+            if run.run_id:
+                run_ids.append(run.run_id)
         collect_figures(report, warehouse, settings.shop_ids, run_ids)
     report.seconds = time.perf_counter() - started
     return report
@@ -96,6 +107,77 @@ def plan_runs(settings: Settings, timeline: Timeline, warehouse: Warehouse, *, s
                 wanted[entry.name] = per_shop
         rects += rectangles(kind, wanted, settings.shop_ids, keys)
     return rects
+
+
+def completed_days(timeline: Timeline, *, start: datetime | None, end: datetime | None,
+                   now: datetime) -> list[date]:
+    """Asia/Shanghai days overlapping ``[start, end)`` that the warehouse covers (from the first historical
+    day), that have ended with their last increment window closed, and that the platform still lists."""
+    day = timeline.first_history_day
+    days = []
+    while True:
+        window = day_window(day)
+        if window.end + timeline.safety_lag > now:
+            break
+        overlaps = (start is None or window.end > start) and (end is None or window.start < end)
+        if overlaps and window.start >= now - PLATFORM_HORIZON:
+            days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+def plan_reconciliation(settings: Settings, timeline: Timeline, warehouse: Warehouse, *, start: datetime | None,
+                        end: datetime | None, now: datetime | None = None) -> list[RunRect]:
+    """Runs of ``daily_reconciliation`` over the completed days in range that some shop has not yet
+    reconciled without a gap, cut (like the sync runs) into exact shop x day rectangles."""
+    now = now or settings.clock()
+    days = completed_days(timeline, start=start, end=end, now=now)
+    checks = day_checks()
+    if not days or not checks:
+        return []
+    passed = [passed_days(warehouse, stream=stream.name, since=days[0]) for stream, _ in checks]
+    wanted: dict[str, list[str]] = {}
+    for shop in settings.shop_ids:
+        keys = [day.strftime(DAY_KEY_FORMAT) for day in days if not all((shop, day) in ok for ok in passed)]
+        if keys:
+            wanted[shop] = keys
+    # Day partitions are ordered like the historical ones, so the same cutting applies; the kind is
+    # only a label here.
+    return rectangles("historical", {"daily_reconciliation": wanted}, settings.shop_ids,
+                      [day.strftime(DAY_KEY_FORMAT) for day in days])
+
+
+def _describe_days(rect: RunRect) -> str:
+    span = rect.time_keys[0] if len(rect.time_keys) == 1 else f"{rect.time_keys[0]} .. {rect.time_keys[-1]}"
+    return f"reconciliation: {len(rect.time_keys)} days x {len(rect.shops)} shop(s) ({span})"
+
+
+def execute_reconciliation(defs: Any, instance: Any, rect: RunRect) -> RunReport:
+    """One in-process run of ``daily_reconciliation`` over exactly ``rect``'s shop-days."""
+    import dagster as dg
+
+    from ordersync_pipeline.defs.partitions import multi_key
+    from ordersync_pipeline.defs.reconcile import RECONCILE_ASSET, RECONCILE_JOB
+
+    started = time.perf_counter()
+    first, last = multi_key(rect.shops[0], rect.time_keys[0]), multi_key(rect.shops[-1], rect.time_keys[-1])
+    tags = {**range_tags_for(str(first), str(last)), **run_tags("cli")}
+    result = defs.resolve_job_def(RECONCILE_JOB).execute_in_process(
+        instance=instance, tags=tags, run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+    done = {mat.partition for mat in _materializations(result)
+            if mat.asset_key == dg.AssetKey(RECONCILE_ASSET)}
+    complete = sum(1 for shop, key in rect.cells if str(multi_key(shop, key)) in done)
+    error = None if result.success else _failure_reason(result)
+    if result.success and complete < rect.partitions:
+        error = f"the run reconciled {complete} of the {rect.partitions} shop-days it was asked for"
+    return RunReport(name="reconciliation", partitions=rect.partitions, materialized=complete,
+                     seconds=time.perf_counter() - started, run_id=result.run_id, error=error)
+
+
+def range_tags_for(first: str, last: str) -> dict[str, str]:
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
 def _describe(rect: RunRect) -> str:

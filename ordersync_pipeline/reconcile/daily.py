@@ -7,7 +7,11 @@ For a stream with a ``DayCheck`` (trades; refunds when registered):
    warehouse counts its rows for the same day.
 2. When the counts differ (or ``always_list``), **list** the day cheaply (``fields=<key>,modified``)
    and **diff** (``diff``): *missing* (listed, not stored), *stale* (stored at an older ``modified``
-   than listed), *extra* (stored for the day, not listed).
+   than listed), *extra* (stored for the day, not listed). A record listed at a version stamped after
+   the increment path's synced range (``gaps.synced_until``) is *pending* instead: the sync has not
+   claimed it yet (the next windows bring it), so it is neither a gap nor re-fetched. Reconciling
+   yesterday at 01:00, that is only what changed in the last half hour; after ``ordersync sync --to``
+   a past time, everything changed since.
 3. **Re-fetch** exactly those records through the stream's detail API (fullinfo for trades), load them
    through the same normaliser and monotonic upserts as any partition (``source = "refetch"``), and
    diff again. What is left is a gap: ``status = "gap"``, which the asset check fails on and which
@@ -98,27 +102,43 @@ class Diff:
     missing: list[int] = field(default_factory=list)   # listed by the platform, not stored
     stale: list[int] = field(default_factory=list)     # stored older than listed
     extra: list[int] = field(default_factory=list)     # stored for the day, not listed
+    # Missing or stale, but listed at a version stamped after the increments' synced range: not yet
+    # due (the next increment windows bring it), so not a gap and not re-fetched.
+    pending: list[int] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
+        """No gap: nothing missing, stale or extra (pending records are not a gap)."""
         return not (self.missing or self.stale or self.extra)
 
     @property
     def keys(self) -> list[int]:
+        """The records to re-fetch."""
         return [*self.missing, *self.stale, *self.extra]
 
 
-def diff(listed: Mapping[int, datetime], stored: Mapping[int, datetime],
-         stored_day: Mapping[int, datetime]) -> Diff:
+def diff(listed: Mapping[int, datetime], stored: Mapping[int, datetime], stored_day: Mapping[int, datetime],
+         *, synced_until: datetime | None = None) -> Diff:
     """Compare the platform's ``{key: modified}`` of a day with the warehouse's.
 
     ``stored`` holds the warehouse's versions of the listed keys (wherever it dates them),
     ``stored_day`` the keys it dates to the day. A version newer than the listed one is fine (the
-    record changed after it was listed)."""
-    missing = sorted(k for k in listed if k not in stored)
-    stale = sorted(k for k, modified in listed.items() if k in stored and stored[k] < modified)
+    record changed after it was listed). A listed version stamped at or after ``synced_until`` (how far
+    the increment path has synced; None: everything is due) that is absent or newer than the stored one
+    is pending, not missing or stale."""
+    missing, stale, pending = [], [], []
+    for key, modified in sorted(listed.items()):
+        have = stored.get(key)
+        if have is not None and have >= modified:
+            continue
+        if synced_until is not None and modified >= synced_until:
+            pending.append(key)
+        elif have is None:
+            missing.append(key)
+        else:
+            stale.append(key)
     extra = sorted(k for k in stored_day if k not in listed)
-    return Diff(missing, stale, extra)
+    return Diff(missing, stale, extra, pending)
 
 
 @dataclass(frozen=True)
@@ -213,9 +233,10 @@ def refetch(client: TopClient, warehouse: Warehouse, stream: Stream, *, shop_id:
 
 def reconcile_day(*, client: TopClient, warehouse: Warehouse, stream: Stream, check: DayCheck, shop_id: str,
                   session: str, day: date, run_id: str | None, always_list: bool = False,
-                  now: datetime | None = None) -> DayOutcome:
+                  now: datetime | None = None, synced_until: datetime | None = None) -> DayOutcome:
     """Count, and when needed list, diff, re-fetch and diff again: the day's result (not saved) and what
-    remains of the gap."""
+    remains of the gap. ``synced_until``: how far the increment path has synced this shop's stream
+    without a hole (``gaps.synced_until``); changes after it are pending, not gaps. None: all due."""
     checked_at = now or utc_now()
     if day_window(day).end > checked_at.astimezone(SHANGHAI):
         raise ValueError(f"{day.isoformat()} has not ended yet (now {checked_at.isoformat()}): only a "
@@ -234,17 +255,18 @@ def reconcile_day(*, client: TopClient, warehouse: Warehouse, stream: Stream, ch
     before = stored_day()
     row = DayResult(shop_id=shop_id, stream=stream.name, day=day, platform_count=platform,
                     warehouse_count=len(before), missing_count=0, stale_count=0, extra_count=0,
-                    refetched_count=0, status="ok", checked_at=checked_at, run_id=run_id)
+                    refetched_count=0, pending_count=0, status="ok", checked_at=checked_at, run_id=run_id)
     if platform == len(before) and not always_list:
         return DayOutcome(row, Diff())
     listed = platform_versions(client, check, shop_id=shop_id, session=session, day=day)
-    first = diff(listed, warehouse.versions_of(table, listed), before)
+    first = diff(listed, warehouse.versions_of(table, listed), before, synced_until=synced_until)
     refetched = refetch(client, warehouse, stream, shop_id=shop_id, session=session, keys=first.keys,
                         window=window, run_id=run_id)
     after_day = stored_day() if refetched else before
-    after = diff(listed, warehouse.versions_of(table, listed), after_day) if refetched else first
+    after = (diff(listed, warehouse.versions_of(table, listed), after_day, synced_until=synced_until)
+             if refetched else first)
     complete = after.empty and len(listed) == platform
-    if first.empty and complete and platform == len(before):
+    if first.empty and complete:
         status = "ok"
     else:
         status = "repaired" if complete else "gap"
@@ -254,5 +276,5 @@ def reconcile_day(*, client: TopClient, warehouse: Warehouse, stream: Stream, ch
                     platform, len(listed))
     return DayOutcome(replace(row, warehouse_count=len(after_day), missing_count=len(first.missing),
                               stale_count=len(first.stale), extra_count=len(first.extra),
-                              refetched_count=refetched, status=status),
+                              pending_count=len(after.pending), refetched_count=refetched, status=status),
                       after if status == "gap" else Diff())

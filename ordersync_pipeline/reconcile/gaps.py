@@ -21,12 +21,12 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from ordersync_pipeline.sync.plan import RunRect, rectangles, wanted_keys
+from ordersync_pipeline.sync.plan import RunRect, is_complete, rectangles, wanted_keys
 from ordersync_pipeline.sync.stream import Stream
 from ordersync_pipeline.sync.windows import Timeline, Window
 from ordersync_pipeline.warehouse import Warehouse
 
-__all__ = ["GapPlan", "find_gaps"]
+__all__ = ["GapPlan", "find_gaps", "synced_until"]
 
 Cell = tuple[str, str]  # (shop_id, increment time key)
 
@@ -70,3 +70,26 @@ def find_gaps(warehouse: Warehouse, timeline: Timeline, *, streams: Sequence[Str
         if per_shop:
             wanted[stream.name] = per_shop
     return GapPlan(wanted, rectangles("increment", wanted, sorted(shop_ids), keys))
+
+
+def synced_until(warehouse: Warehouse, timeline: Timeline, *, stream: str, shop_id: str, since: datetime,
+                 now: datetime) -> datetime:
+    """How far the increment path has synced the shop's stream without a hole, from ``since`` on: the end
+    of the last partition of the unbroken run of complete ones starting at ``since`` (or at the first
+    increment partition, when ``since`` is earlier). Every change stamped before it has been fetched;
+    a change after it may simply not have been fetched yet."""
+    start = max(since, timeline.increment_start)
+    keys = timeline.closed_increment_keys(now, since=start)
+    if not keys:
+        return start
+    recorded: dict[str, list[Window]] = defaultdict(list)
+    first_start = timeline.increment_partition(keys[0]).start
+    for window in warehouse.windows_ending_since(stream, "increment", first_start, [shop_id]):
+        if window.partition_key:
+            recorded[window.partition_key].append(Window(window.window_start, window.window_end))
+    covered = first_start
+    for key in keys:
+        if not is_complete(timeline, "increment", key, recorded.get(key, ())):
+            break
+        covered = timeline.increment_partition(key).end
+    return covered

@@ -39,6 +39,7 @@ class DayResult:
     stale_count: int
     extra_count: int
     refetched_count: int
+    pending_count: int
     status: str                       # ok | repaired | gap
     checked_at: datetime
     run_id: str | None = None

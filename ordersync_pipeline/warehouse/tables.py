@@ -166,6 +166,8 @@ reconciliation_daily = sa.Table(
     sa.Column("missing_count", sa.Integer, nullable=False),    # listed by the platform, absent here
     sa.Column("stale_count", sa.Integer, nullable=False),      # here, but older than the platform's
     sa.Column("extra_count", sa.Integer, nullable=False),      # here for the day, not listed there
+    # Listed, absent or older here, but changed after the increments' synced range: not yet due.
+    sa.Column("pending_count", sa.Integer, nullable=False),
     sa.Column("refetched_count", sa.Integer, nullable=False),  # records re-fetched to close the gap
     sa.Column("status", sa.String(16), nullable=False),        # RECONCILIATION_STATUSES
     sa.Column("checked_at", UTCDateTime, nullable=False),

@@ -1,7 +1,8 @@
 """Daily reconciliation results and the failure-rate breaker's state.
 
 * ``reconciliation_daily``: one row per (shop, stream, Asia/Shanghai day): the platform's count, the
-  warehouse's, what was missing, stale or extra, what was re-fetched and the outcome.
+  warehouse's, what was missing, stale or extra, what was not yet due (pending), what was re-fetched
+  and the outcome.
 * ``breaker_state``: one row per (shop, guarded API): closed or open, the failure rate it last saw,
   when it opened, when it probes next, when a full pull was last launched. It is the breaker's memory
   across restarts.
@@ -41,6 +42,7 @@ def upgrade() -> None:
         sa.Column("missing_count", sa.Integer, nullable=False),
         sa.Column("stale_count", sa.Integer, nullable=False),
         sa.Column("extra_count", sa.Integer, nullable=False),
+        sa.Column("pending_count", sa.Integer, nullable=False),
         sa.Column("refetched_count", sa.Integer, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("checked_at", UTCDateTime, nullable=False),
