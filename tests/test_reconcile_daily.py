@@ -41,7 +41,7 @@ def test_diff_names_missing_stale_and_extra_and_accepts_newer() -> None:
     stored = {2: _at(5), 3: _at(10), 4: _at(20)}          # 4 changed after it was listed: fine
     stored_day = {2: _at(5), 3: _at(10), 4: _at(20), 9: _at(1)}
     assert diff(listed, stored, stored_day) == Diff(missing=[1], stale=[2], extra=[9])
-    assert diff({}, {}, {}).empty
+    assert diff({}, {}, {}).empty and not diff({}, {}, {}).gap
     assert Diff(missing=[1], stale=[2], extra=[9]).keys == [1, 2, 9]
 
 
@@ -49,9 +49,10 @@ def test_changes_after_the_synced_range_are_pending_not_gaps() -> None:
     listed = {1: _at(10), 2: _at(30), 3: _at(30), 4: _at(19)}
     stored = {3: _at(5), 4: _at(5)}
     found = diff(listed, stored, {3: _at(5), 4: _at(5)}, synced_until=_at(20))
-    assert found == Diff(missing=[1], stale=[4], extra=[], pending=[2, 3])
-    assert not found.empty and found.keys == [1, 4]
-    assert diff({2: _at(30)}, {}, {}, synced_until=_at(20)).empty
+    assert found == Diff(missing=[1], stale=[4], extra=[], unseen=[2], pending=[3])
+    assert found.gap and found.keys == [1, 4, 2]       # an absent record is fetched whatever its time
+    late = diff({2: _at(30), 3: _at(30)}, {3: _at(5)}, {3: _at(5)}, synced_until=_at(20))
+    assert not late.gap and late.keys == [2]
 
 
 def test_synced_until_is_the_end_of_the_unbroken_run_of_complete_windows(tmp_path: Path) -> None:
@@ -157,21 +158,24 @@ def test_a_complete_day_costs_one_call_and_a_gap_is_repaired_by_targeted_refetch
     stored = wh.versions_of("trades", truth)
     assert stored == truth
 
-    # When the increments have synced only up to noon, a record changed later is not yet due: pending,
-    # neither a gap nor re-fetched.
+    # When the increments have synced only up to noon, a record changed later is not yet the sync's to
+    # have: not a gap. Absent, it is fetched all the same; older, it is left to the next windows.
     noon = day_window(DAY).start + timedelta(hours=12)
     early = [tid for tid, modified in sorted(truth.items()) if modified < noon][:2]
-    late = [tid for tid, modified in sorted(truth.items()) if modified >= noon][:2]
+    late = [tid for tid, modified in sorted(truth.items()) if modified >= noon][:3]
     with wh.engine.begin() as conn:
-        conn.execute(sa.delete(sa.table("trade_orders", sa.column("tid"))).where(sa.column("tid").in_(early + late)))
-        conn.execute(trades.delete().where(trades.c.tid.in_(early + late)))
+        gone = early + late[:2]
+        conn.execute(sa.delete(sa.table("trade_orders", sa.column("tid"))).where(sa.column("tid").in_(gone)))
+        conn.execute(trades.delete().where(trades.c.tid.in_(gone)))
+        conn.execute(trades.update().where(trades.c.tid == late[2]).values(modified=T0))
     with _client(sim) as client:
         outcome = reconcile_day(client=client, warehouse=wh, stream=TRADES, check=CHECK, shop_id="shop-1",
                                 session=sim.shops[0].session, day=DAY, run_id=None, now=NOW, synced_until=noon)
     row = outcome.result
-    assert (row.status, row.missing_count, row.pending_count, row.refetched_count) == ("repaired", 2, 2, 2)
-    assert all(wh.get_trade(tid) is not None for tid in early)
-    assert all(wh.get_trade(tid) is None for tid in late)
+    assert (row.status, row.missing_count, row.stale_count, row.pending_count, row.refetched_count) == (
+        "repaired", 2, 0, 3, 4)
+    assert all(wh.get_trade(tid) is not None for tid in gone)
+    assert wh.versions_of("trades", [late[2]]) == {late[2]: T0}   # the increments will bring it
 
 
 def test_a_record_the_platform_does_not_have_is_a_gap_that_survives(sim: Simulator, wh: Warehouse) -> None:

@@ -111,16 +111,17 @@ def plan_runs(settings: Settings, timeline: Timeline, warehouse: Warehouse, *, s
 
 def completed_days(timeline: Timeline, *, start: datetime | None, end: datetime | None,
                    now: datetime) -> list[date]:
-    """Asia/Shanghai days overlapping ``[start, end)`` that the warehouse covers (from the first historical
-    day), that have ended with their last increment window closed, and that the platform still lists."""
+    """Asia/Shanghai days wholly within ``[start, end)`` that the warehouse covers (from the first historical
+    day), that have ended with their last increment window closed, and that the platform still lists.
+    A day the range cuts is left out: its other part was not synced, so its count cannot agree."""
     day = timeline.first_history_day
     days = []
     while True:
         window = day_window(day)
         if window.end + timeline.safety_lag > now:
             break
-        overlaps = (start is None or window.end > start) and (end is None or window.start < end)
-        if overlaps and window.start >= now - PLATFORM_HORIZON:
+        within = (start is None or window.start >= start) and (end is None or window.end <= end)
+        if within and window.start >= now - PLATFORM_HORIZON:
             days.append(day)
         day += timedelta(days=1)
     return days

@@ -170,7 +170,7 @@ def _alert(alerts: Alerts, shop: str, outcomes: Sequence[DayOutcome]) -> None:
         key = f"{row.stream}:{row.day.isoformat()}"
         if row.gap:
             alerts.open(GAP_ALERT, shop_id=shop, key=key, message=(
-                f"shop {shop} {row.stream} {row.day.isoformat()}: still {len(left.missing)} missing, "
+                f"shop {shop} {row.stream} {row.day.isoformat()}: still {len(left.missing) + len(left.unseen)} missing, "
                 f"{len(left.stale)} stale and {len(left.extra)} unexpected after re-fetching {row.refetched_count} "
                 f"(platform {row.platform_count}, warehouse {row.warehouse_count}). Look at the quarantine "
                 f"table for these records, then re-run daily_reconciliation for {shop}|{row.day.isoformat()}."))
@@ -189,7 +189,8 @@ def _report(key: dg.MultiPartitionKey, outcomes: Sequence[DayOutcome], results: 
     yield dg.AssetMaterialization(asset_key=RECONCILE_ASSET, partition=str(key), metadata=metadata)
     gaps = [o for o in outcomes if o.result.gap]
     description = "; ".join(
-        f"{o.result.stream}: {len(o.remaining.missing)} missing, {len(o.remaining.stale)} stale, "
+        f"{o.result.stream}: {len(o.remaining.missing) + len(o.remaining.unseen)} missing, "
+        f"{len(o.remaining.stale)} stale, "
         f"{len(o.remaining.extra)} unexpected remain (e.g. {o.remaining.keys[:5]})" for o in gaps)
     yield dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(RECONCILE_ASSET), check_name=GAP_CHECK, passed=not gaps, partition=str(key),

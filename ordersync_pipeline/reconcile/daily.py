@@ -8,10 +8,11 @@ For a stream with a ``DayCheck`` (trades; refunds when registered):
 2. When the counts differ (or ``always_list``), **list** the day cheaply (``fields=<key>,modified``)
    and **diff** (``diff``): *missing* (listed, not stored), *stale* (stored at an older ``modified``
    than listed), *extra* (stored for the day, not listed). A record listed at a version stamped after
-   the increment path's synced range (``gaps.synced_until``) is *pending* instead: the sync has not
-   claimed it yet (the next windows bring it), so it is neither a gap nor re-fetched. Reconciling
-   yesterday at 01:00, that is only what changed in the last half hour; after ``ordersync sync --to``
-   a past time, everything changed since.
+   the increment path's synced range (``gaps.synced_until``) is not yet the sync's to have, so it is
+   not a gap: absent, it is re-fetched all the same (the increment API may have dropped it, and then
+   nothing else would bring it); present at an older version, it is left to the next windows. Both
+   count as *pending*. Reconciling yesterday at 01:00, that is what changed in the last half hour;
+   after ``ordersync sync --to`` a past time, everything changed since.
 3. **Re-fetch** exactly those records through the stream's detail API (fullinfo for trades), load them
    through the same normaliser and monotonic upserts as any partition (``source = "refetch"``), and
    diff again. What is left is a gap: ``status = "gap"``, which the asset check fails on and which
@@ -99,22 +100,31 @@ def day_checks(streams: Sequence[Stream] = STREAMS) -> list[tuple[Stream, DayChe
 
 @dataclass(frozen=True)
 class Diff:
-    missing: list[int] = field(default_factory=list)   # listed by the platform, not stored
+    """How a day's listing and the warehouse differ. A listed version stamped at or after the increment
+    path's synced range is not yet the sync's to have: absent, it is *unseen* (re-fetched all the same,
+    since the platform may have dropped it from the increment API, and nothing else would bring it);
+    present at an older version, it is *pending* (the next increment windows bring the newer one)."""
+
+    missing: list[int] = field(default_factory=list)   # listed, not stored
     stale: list[int] = field(default_factory=list)     # stored older than listed
     extra: list[int] = field(default_factory=list)     # stored for the day, not listed
-    # Missing or stale, but listed at a version stamped after the increments' synced range: not yet
-    # due (the next increment windows bring it), so not a gap and not re-fetched.
-    pending: list[int] = field(default_factory=list)
+    unseen: list[int] = field(default_factory=list)    # not stored, changed after the synced range
+    pending: list[int] = field(default_factory=list)   # stored older, changed after the synced range
 
     @property
-    def empty(self) -> bool:
-        """No gap: nothing missing, stale or extra (pending records are not a gap)."""
-        return not (self.missing or self.stale or self.extra)
+    def gap(self) -> bool:
+        """Something the sync should have had is wrong (unseen and pending records are not a gap)."""
+        return bool(self.missing or self.stale or self.extra)
 
     @property
     def keys(self) -> list[int]:
         """The records to re-fetch."""
-        return [*self.missing, *self.stale, *self.extra]
+        return [*self.missing, *self.stale, *self.extra, *self.unseen]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing left to re-fetch."""
+        return not self.keys
 
 
 def diff(listed: Mapping[int, datetime], stored: Mapping[int, datetime], stored_day: Mapping[int, datetime],
@@ -123,22 +133,20 @@ def diff(listed: Mapping[int, datetime], stored: Mapping[int, datetime], stored_
 
     ``stored`` holds the warehouse's versions of the listed keys (wherever it dates them),
     ``stored_day`` the keys it dates to the day. A version newer than the listed one is fine (the
-    record changed after it was listed). A listed version stamped at or after ``synced_until`` (how far
-    the increment path has synced; None: everything is due) that is absent or newer than the stored one
-    is pending, not missing or stale."""
-    missing, stale, pending = [], [], []
+    record changed after it was listed). ``synced_until``: how far the increment path has synced (None:
+    everything is due); see ``Diff``."""
+    out = Diff()
     for key, modified in sorted(listed.items()):
         have = stored.get(key)
         if have is not None and have >= modified:
             continue
-        if synced_until is not None and modified >= synced_until:
-            pending.append(key)
-        elif have is None:
-            missing.append(key)
+        due = synced_until is None or modified < synced_until
+        if have is None:
+            (out.missing if due else out.unseen).append(key)
         else:
-            stale.append(key)
-    extra = sorted(k for k in stored_day if k not in listed)
-    return Diff(missing, stale, extra, pending)
+            (out.stale if due else out.pending).append(key)
+    out.extra.extend(sorted(k for k in stored_day if k not in listed))
+    return out
 
 
 @dataclass(frozen=True)
@@ -266,7 +274,7 @@ def reconcile_day(*, client: TopClient, warehouse: Warehouse, stream: Stream, ch
     after = (diff(listed, warehouse.versions_of(table, listed), after_day, synced_until=synced_until)
              if refetched else first)
     complete = after.empty and len(listed) == platform
-    if first.empty and complete:
+    if not first.gap and complete:
         status = "ok"
     else:
         status = "repaired" if complete else "gap"
@@ -276,5 +284,6 @@ def reconcile_day(*, client: TopClient, warehouse: Warehouse, stream: Stream, ch
                     platform, len(listed))
     return DayOutcome(replace(row, warehouse_count=len(after_day), missing_count=len(first.missing),
                               stale_count=len(first.stale), extra_count=len(first.extra),
-                              pending_count=len(after.pending), refetched_count=refetched, status=status),
+                              pending_count=len(first.pending) + len(first.unseen), refetched_count=refetched,
+                              status=status),
                       after if status == "gap" else Diff())
