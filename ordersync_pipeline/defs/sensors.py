@@ -13,7 +13,6 @@
 
 
 import json
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,8 +46,6 @@ from ordersync_pipeline.warehouse.recorder import WarehouseCallRecorder
 
 __all__ = ["build_sensors", "GAP_SENSOR", "BREAKER_SENSOR", "GapCursor", "STARTED_BY_GAP_REPAIR",
            "paused_shops_reader"]
-
-log = logging.getLogger("ordersync.sensors")
 
 GAP_SENSOR = "gap_repair_sensor"
 BREAKER_SENSOR = "failure_rate_sensor"

@@ -184,7 +184,7 @@ breaker_state = sa.Table(
     sa.Column("shop_id", sa.String(64), primary_key=True),
     sa.Column("api", sa.String(128), primary_key=True),        # the TOP method guarded
     sa.Column("state", sa.String(16), nullable=False),         # BREAKER_STATES
-    sa.Column("failure_rate", sa.Float, nullable=False),       # at the last evaluation
+    sa.Column("failure_rate", sa.Double, nullable=False),      # at the last evaluation
     sa.Column("calls", sa.Integer, nullable=False),            # attempts in the window then
     sa.Column("errors", sa.Integer, nullable=False),           # of which the platform failed
     sa.Column("opened_at", UTCDateTime),                       # when it last opened

@@ -54,7 +54,7 @@ def upgrade() -> None:
         sa.Column("shop_id", sa.String(64), primary_key=True),
         sa.Column("api", sa.String(128), primary_key=True),
         sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("failure_rate", sa.Float, nullable=False),
+        sa.Column("failure_rate", sa.Double, nullable=False),
         sa.Column("calls", sa.Integer, nullable=False),
         sa.Column("errors", sa.Integer, nullable=False),
         sa.Column("opened_at", UTCDateTime),
