@@ -14,6 +14,8 @@ CORE_MODULES = [
     "ordersync_pipeline.sync.lake",
     "ordersync_pipeline.sync.runner",
     "ordersync_pipeline.warehouse",
+    "ordersync_pipeline.alerts",
+    "ordersync_pipeline.metrics",
 ]
 
 
