@@ -104,13 +104,15 @@ def _alive(pid: int) -> bool:
 
 
 def fail_dead_runs(instance: Any) -> list[str]:
-    """Mark STARTED/STARTING runs of this host whose process is gone as failed; returns their run ids."""
+    """Mark unfinished runs (created, starting or started) of this host whose process is gone as failed;
+    returns their run ids."""
     import dagster as dg
 
     host = socket.gethostname()
     marked: list[str] = []
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED,
-                                                             dg.DagsterRunStatus.STARTING]))
+                                                             dg.DagsterRunStatus.STARTING,
+                                                             dg.DagsterRunStatus.NOT_STARTED]))
     for run in runs:
         pid_text, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
         if not pid_text or run_host != host or not pid_text.isdigit():
