@@ -151,7 +151,8 @@ def metrics() -> None:
 
 @metrics.command("serve")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              envvar=ENV_CONFIG, default=None, help="Configuration file (default: ORDERSYNC_HOME/ordersync.yaml).")
+              envvar=ENV_CONFIG, default=None,
+              help="Configuration file, for the shops (default: ORDERSYNC_HOME/ordersync.yaml).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=9464, show_default=True, help="Port of the /metrics endpoint.")
 @click.option("--window-minutes", default=60, show_default=True, type=click.IntRange(1, 24 * 60),

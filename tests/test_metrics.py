@@ -95,7 +95,7 @@ def registry_for(collector: WarehouseCollector) -> CollectorRegistry:
 
 def test_every_family_from_a_real_warehouse(wh: Warehouse) -> None:
     populate(wh)
-    collector = WarehouseCollector(wh.engine, shops=SHOPS, clock=lambda: NOW)
+    collector = WarehouseCollector(wh.engine, shops=SHOPS, clock=lambda: NOW, webhook_configured=True)
     registry = registry_for(collector)
     _, first = scrape(registry)
     assert value(first, "ordersync_up") == 1
@@ -140,6 +140,9 @@ def test_every_family_from_a_real_warehouse(wh: Warehouse) -> None:
     assert {dict(k)["kind"]: v for k, v in named(samples, "ordersync_alerts_open").items()} == {
         "failure_rate": 1, "reconciliation_gap": 1, "run_failed": 0, "logistics_stall": 0, "quarantine": 0}
     assert value(samples, "ordersync_alerts_undelivered") == 2
+    # Without a webhook no alert is ever delivered: no metric to page anyone about it.
+    _, no_webhook = scrape(registry_for(WarehouseCollector(wh.engine, shops=SHOPS, clock=lambda: NOW)))
+    assert named(no_webhook, "ordersync_alerts_undelivered") == {} and named(no_webhook, "ordersync_alerts_open")
     # The breaker and reconciliation tables are not on this branch yet: nothing is exported for them.
     assert not any(name.startswith(("ordersync_breaker", "ordersync_reconciliation")) for name, _ in samples)
 

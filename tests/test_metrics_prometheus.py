@@ -52,7 +52,7 @@ def test_rules_and_dashboard_use_only_metrics_the_endpoint_exports(sqlite_url: s
         conn.execute(breaker.insert().values(shop_id="shop-a", api="increment", state="open", opened_at=NOW))
         conn.execute(daily.insert().values(shop_id="shop-a", stream="trades", day=NOW.date(), platform_count=3,
                                            warehouse_count=2, status="gap", checked_at=NOW))
-    registry = registry_for(WarehouseCollector(wh.engine, shops=SHOPS, clock=lambda: NOW,
+    registry = registry_for(WarehouseCollector(wh.engine, shops=SHOPS, clock=lambda: NOW, webhook_configured=True,
                                                breaker_table=breaker, reconciliation_table=daily))
     scrape(registry)   # the counters' baseline
     wh.record_calls([{"started_at": NOW, "method": "m", "shop_id": "shop-a", "outcome": "ok", "latency_s": 0.1}])

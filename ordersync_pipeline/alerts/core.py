@@ -150,11 +150,12 @@ class Alerts:
         digest = condition_key(kind, shop_id, key)
         now = self._clock()
         with self._engine.begin() as conn:
-            row = conn.execute(sa.select(alerts_table).where(alerts_table.c.open_key == digest)).mappings().first()
+            row = conn.execute(_open_query(digest)).mappings().first()
             if row is None:
                 return False
             updated = conn.execute(
-                sa.update(alerts_table).where(alerts_table.c.id == row["id"], alerts_table.c.open_key == digest)
+                sa.update(alerts_table)
+                .where(alerts_table.c.id == row["id"], alerts_table.c.open_key == digest)
                 .values(resolved_at=now, open_key=None)).rowcount
         if not updated:  # another process resolved it between the two statements
             return False
@@ -189,7 +190,8 @@ class Alerts:
             if not self._deliver(Notice("opened", alert)):
                 break
             with self._engine.begin() as conn:
-                conn.execute(sa.update(alerts_table).where(alerts_table.c.id == alert.id).values(delivered=True))
+                conn.execute(sa.update(alerts_table).where(alerts_table.c.id == alert.id)
+                             .values(delivered=True))
             delivered += 1
         return delivered
 
@@ -209,7 +211,7 @@ class Alerts:
 
     def _open_row(self, digest: str) -> AlertRow | None:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(alerts_table).where(alerts_table.c.open_key == digest)).mappings().first()
+            row = conn.execute(_open_query(digest)).mappings().first()
         return _row(row) if row is not None else None
 
 
@@ -237,6 +239,10 @@ def _check(kind: str, key: str) -> None:
         raise ValueError(f"unknown alert kind {kind!r}; use one of {', '.join(ALERT_KINDS)}")
     if not key or len(key) > MAX_KEY_CHARS:
         raise ValueError(f"alert key must be 1 to {MAX_KEY_CHARS} characters, got {len(key)} for kind {kind}")
+
+
+def _open_query(digest: str) -> sa.Select[Any]:
+    return sa.select(alerts_table).where(alerts_table.c.open_key == digest)
 
 
 def _row(row: Any) -> AlertRow:

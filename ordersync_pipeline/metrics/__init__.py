@@ -11,7 +11,8 @@ error_kind}``                                          started; errors have outc
 ``ordersync_sync_window_lag_seconds{shop_id,stream}``  now minus the newest completed increment window
 ``ordersync_table_rows{table}``                        rows per synced table
 ``ordersync_quarantine_records``                       records in quarantine (and ``_recent{source}``)
-``ordersync_alerts_open{kind}``                        open alerts (and ``ordersync_alerts_undelivered``)
+``ordersync_alerts_open{kind}``                        open alerts (and ``ordersync_alerts_undelivered``
+                                                       when ORDERSYNC_ALERT_WEBHOOK_URL is set)
 ``ordersync_breaker_state{shop_id,api,state}``,        breaker state (when ``breaker_state`` exists)
 ``ordersync_breaker_open{shop_id,api}``
 ``ordersync_reconciliation_gap_days{shop_id,stream}``  reconciled days still short (when

@@ -39,7 +39,8 @@ __all__ = ["WarehouseCollector", "SECTIONS"]
 
 log = logging.getLogger("ordersync.metrics")
 
-SECTIONS = ("calls", "recent_calls", "sync_lag", "tables", "quarantine", "alerts", "breaker", "reconciliation")
+SECTIONS = ("calls", "recent_calls", "sync_lag", "tables", "quarantine", "alerts", "breaker",
+            "reconciliation")
 # Reconciliation days looked at: a month and a bit, so a gap from last month's close still shows.
 RECONCILIATION_DAYS = 35
 Families = list[Metric]
@@ -69,10 +70,12 @@ class WarehouseCollector(Collector):
 
     def __init__(self, engine: sa.Engine, *, shops: Sequence[str], streams: Sequence[Stream] = STREAMS,
                  window: timedelta = timedelta(hours=1), table_rows_ttl: float = 300.0,
-                 clock: Callable[[], datetime] = utc_now,
+                 clock: Callable[[], datetime] = utc_now, webhook_configured: bool = False,
                  breaker_table: sa.Table | None = metadata.tables.get("breaker_state"),
                  reconciliation_table: sa.Table | None = metadata.tables.get("reconciliation_daily")) -> None:
-        """``window``: the span of the ``*_recent`` gauges. ``breaker_table`` / ``reconciliation_table``:
+        """``window``: the span of the ``*_recent`` gauges. ``webhook_configured``: alerts are posted to a
+        webhook, so undelivered ones are worth a metric (without one, none is ever delivered).
+        ``breaker_table`` / ``reconciliation_table``:
         the tables another part of ordersync adds (None while they do not exist: nothing is exported)."""
         self._engine = engine
         self._shops = sorted(shops)
@@ -80,6 +83,7 @@ class WarehouseCollector(Collector):
         self._window = window
         self._ttl = table_rows_ttl
         self._clock = clock
+        self._webhook_configured = webhook_configured
         self._breaker_table = breaker_table
         self._reconciliation_table = reconciliation_table
         self._lock = threading.Lock()   # the HTTP server scrapes from several threads
@@ -168,7 +172,8 @@ class WarehouseCollector(Collector):
         for labels, count in sorted(totals.calls.items()):
             calls.add_metric(list(labels), count)
         latency = HistogramMetricFamily("ordersync_api_call_latency_seconds",
-                                        "Latency of TOP API calls since the exporter started", labels=["method"])
+                                        "Latency of TOP API calls since the exporter started",
+                                        labels=["method"])
         for method, le in sorted(totals.latency_le.items()):
             buckets = [(_bound(ms), float(n)) for ms, n in zip(reads.LATENCY_BUCKETS_MS, le, strict=True)]
             buckets.append(("+Inf", float(totals.latency_count[method])))
@@ -199,7 +204,7 @@ class WarehouseCollector(Collector):
 
     def _tables(self, conn: sa.Connection, now: datetime) -> Families:
         family = GaugeMetricFamily("ordersync_table_rows",
-                                   f"Rows in each synced warehouse table (counted at most every {self._ttl:g} s)",
+                                   f"Rows per synced table (counted at most every {self._ttl:g} s)",
                                    labels=["table"])
         for table in sorted(MONOTONIC_TABLES):
             family.add_metric([table], self._cached_rows(conn, table))
@@ -210,7 +215,8 @@ class WarehouseCollector(Collector):
                                   "Records in quarantine (refused by validation or by the database)")
         total.add_metric([], self._cached_rows(conn, "quarantine"))
         recent = GaugeMetricFamily("ordersync_quarantine_records_recent",
-                                   f"Records quarantined in the last {_span(self._window)}", labels=["source"])
+                                   f"Records quarantined in the last {_span(self._window)}",
+                                   labels=["source"])
         for source, count in reads.recent_quarantine(conn, now - self._window):
             recent.add_metric([source], count)
         return [total, recent]
@@ -224,6 +230,8 @@ class WarehouseCollector(Collector):
         family = GaugeMetricFamily("ordersync_alerts_open", "Open alerts by kind", labels=["kind"])
         for kind, count in sorted(counts.items()):
             family.add_metric([kind], count)
+        if not self._webhook_configured:
+            return [family]
         pending = GaugeMetricFamily("ordersync_alerts_undelivered",
                                     "Open alerts the webhook has not taken yet")
         pending.add_metric([], undelivered)
@@ -255,7 +263,8 @@ class WarehouseCollector(Collector):
                                     labels=["shop_id", "stream"])
         gap_days: dict[tuple[str, str], int] = defaultdict(int)
         last: dict[tuple[str, str], datetime] = {}
-        for row in reads.reconciliation(conn, self._reconciliation_table, now - timedelta(days=RECONCILIATION_DAYS)):
+        since = now - timedelta(days=RECONCILIATION_DAYS)
+        for row in reads.reconciliation(conn, self._reconciliation_table, since):
             days.add_metric([row.shop_id, row.stream, row.status], row.days)
             gap_days[(row.shop_id, row.stream)] += row.gap_days
             if row.last_checked is not None:

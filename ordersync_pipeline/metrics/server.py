@@ -28,7 +28,8 @@ CONNECT_TIMEOUT_S = 3
 def metrics_engine(url: str) -> sa.Engine:
     """An engine for reading ``url`` that gives up connecting after CONNECT_TIMEOUT_S."""
     parsed = normalize_url(url)
-    if parsed.get_backend_name() in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in parsed.query:
+    networked = parsed.get_backend_name() in ("postgresql", "mysql", "mariadb")
+    if networked and "connect_timeout" not in parsed.query:
         parsed = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
     return create_warehouse_engine(parsed)
 
@@ -41,7 +42,8 @@ def start_metrics_server(settings: Settings, *, host: str = "127.0.0.1", port: i
     engine = metrics_engine(settings.warehouse_url)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WarehouseCollector(engine, shops=settings.shop_ids, window=window,
-                                         table_rows_ttl=table_rows_ttl, clock=settings.clock))
+                                         table_rows_ttl=table_rows_ttl, clock=settings.clock,
+                                         webhook_configured=settings.alert_webhook_url is not None))
     server, thread = start_http_server(port, addr=host, registry=registry)
 
     def stop() -> None:
