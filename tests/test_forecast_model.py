@@ -177,8 +177,10 @@ def test_full_autoets_is_a_setting() -> None:
 
 def test_empty_input_gives_an_empty_forecast() -> None:
     empty = daily({"a": np.zeros(0, dtype=int)})
-    fc = forecast_sales(empty)
+    fc = forecast_sales(empty, catalogue=[("shop-1", "sku:x")])
     assert fc.empty and list(fc.columns) == list(model_module.FORECAST_COLUMNS)
+    dated = forecast_sales(empty, as_of=END, catalogue=[("shop-1", "sku:x")])
+    assert set(dated["model"]) == {"no_history"} and set(dated["as_of"]) == {END} and len(dated) == 7
 
 
 def test_importing_the_package_loads_neither_dagster_nor_statsforecast() -> None:

@@ -78,7 +78,8 @@ def forecast_sales(daily: pd.DataFrame, *, as_of: date | None = None,
                    settings: ForecastSettings | None = None) -> pd.DataFrame:
     """The next ``horizon`` days after ``as_of`` for every SKU of ``daily`` (and of ``catalogue``).
 
-    ``as_of`` None = the last day in ``daily``; only days up to it are used. ``catalogue`` None =
+    ``as_of`` None = the last day in ``daily`` (an empty ``daily`` then gives an empty forecast); only
+    days up to it are used. ``catalogue`` None =
     unknown (every SKU with sales is forecast); otherwise (shop_id, sku_key) pairs or a frame with
     ``shop_id`` and ``sku_key`` (or the raw id columns) of the SKUs currently listed.
     """
@@ -86,8 +87,8 @@ def forecast_sales(daily: pd.DataFrame, *, as_of: date | None = None,
     require_columns(daily, DAILY_COLUMNS, "daily_sales")
     listed = _catalogue_pairs(catalogue)
     end = _day_number(as_of) if as_of is not None else (int(day_numbers(daily["day"]).max()) if len(daily) else None)
-    if end is None:
-        return _no_history_rows(listed or set(), set(), 0, cfg)
+    if end is None:  # no sales and no day given: nothing to date a forecast by
+        return _no_history_rows(set(), set(), 0, cfg)
     series = _matrix(daily, end, cfg)
     pairs = set(zip(series.shop_id.tolist(), series.sku_key.tolist()))
     in_catalogue = np.array([listed is None or p in listed for p in zip(series.shop_id, series.sku_key)], dtype=bool)
