@@ -1,4 +1,4 @@
-"""The core (client, simulator, sync logic, warehouse) must not load Dagster."""
+"""The core (client, simulator, sync logic, warehouse, forecast) must not load Dagster."""
 
 import subprocess
 import sys
@@ -16,6 +16,12 @@ CORE_MODULES = [
     "ordersync_pipeline.warehouse",
     "ordersync_pipeline.alerts",
     "ordersync_pipeline.metrics",
+    "ordersync_pipeline.forecast.sales",
+    "ordersync_pipeline.forecast.model",
+    "ordersync_pipeline.forecast.replenish",
+    "ordersync_pipeline.forecast.backtest",
+    "ordersync_pipeline.forecast.charts",
+    "ordersync_pipeline.forecast.frames",
 ]
 
 
