@@ -4,6 +4,7 @@
     ordersync sync --config FILE      bring the warehouse up to date through the Dagster assets
     ordersync demo                    simulator + historical load + increments, then a summary
     ordersync dev                     the Dagster UI on the same instance and warehouse
+    ordersync metrics serve --port N  Prometheus metrics read from the warehouse
 
 Heavy imports (Dagster, SQLAlchemy) happen inside the commands so ``--help`` stays instant.
 
@@ -141,6 +142,48 @@ def dev(config_path: Path | None, host: str, port: int) -> None:
     from ordersync_pipeline.app.dev import run_dev
 
     raise SystemExit(run_dev(config_path=config_path, host=host, port=port, echo=click.echo))
+
+
+@main.group()
+def metrics() -> None:
+    """Prometheus metrics read from the warehouse."""
+
+
+@metrics.command("serve")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar=ENV_CONFIG, default=None,
+              help="Configuration file, for the shops (default: ORDERSYNC_HOME/ordersync.yaml).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9464, show_default=True, help="Port of the /metrics endpoint.")
+@click.option("--window-minutes", default=60, show_default=True, type=click.IntRange(1, 24 * 60),
+              help="Span of the *_recent gauges (recent calls and quarantine).")
+def metrics_serve(config_path: Path | None, host: str, port: int, window_minutes: int) -> None:
+    """Serve /metrics for the warehouse (ORDERSYNC_WAREHOUSE_URL) and the configured shops until
+    interrupted. A warehouse that is down is reported as ordersync_up 0, never as a crash."""
+    import threading
+    from datetime import timedelta
+
+    from sqlalchemy import make_url
+
+    from ordersync_pipeline.metrics import start_metrics_server
+    from ordersync_pipeline.settings import load_settings
+
+    settings = load_settings(config_path)
+    try:
+        server, _thread, stop = start_metrics_server(settings, host=host, port=port,
+                                                     window=timedelta(minutes=window_minutes))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another "
+                                   "--port or stop what uses it") from None
+    warehouse = make_url(settings.warehouse_url).render_as_string(hide_password=True)
+    click.echo(f"serving Prometheus metrics of {warehouse} on http://{host}:{server.server_port}/metrics "
+               "(Ctrl-C stops)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ environment variable (``app_secret_env``, ``session_env``); inline values (``app
 
 Environment: ``ORDERSYNC_WAREHOUSE_URL`` (warehouse; SQLite under ``ORDERSYNC_HOME`` when unset),
 ``ORDERSYNC_HOME`` (default ``./.ordersync``), ``ORDERSYNC_REDIS_URL`` (shared rate budget; a local
-SQLite lock file when unset).
+SQLite lock file when unset). Alerts: ``ORDERSYNC_ALERT_WEBHOOK_URL`` (a secret: the URL carries the
+receiver's token; no webhook when unset), ``ORDERSYNC_ALERT_WEBHOOK_FORMAT`` (dingtalk | wecom | slack |
+json; guessed from the URL's host when unset), ``ORDERSYNC_UI_URL`` (the Dagster UI, for links in alerts).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import os
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -30,6 +33,16 @@ ENV_WAREHOUSE_URL = "ORDERSYNC_WAREHOUSE_URL"
 ENV_HOME = "ORDERSYNC_HOME"
 ENV_REDIS_URL = "ORDERSYNC_REDIS_URL"
 ENV_CONFIG = "ORDERSYNC_CONFIG"
+ENV_ALERT_WEBHOOK_URL = "ORDERSYNC_ALERT_WEBHOOK_URL"
+ENV_ALERT_WEBHOOK_FORMAT = "ORDERSYNC_ALERT_WEBHOOK_FORMAT"
+ENV_UI_URL = "ORDERSYNC_UI_URL"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+# Payload shapes an alert webhook can be sent in (ordersync_pipeline/alerts/webhook.py builds them).
+WebhookFormat = Literal["dingtalk", "wecom", "slack", "json"]
+WEBHOOK_FORMATS: tuple[WebhookFormat, ...] = get_args(WebhookFormat)
+# Hosts whose payload shape is known, so setting the URL alone is enough for the common receivers.
+_WEBHOOK_HOSTS: dict[str, WebhookFormat] = {
+    "oapi.dingtalk.com": "dingtalk", "qyapi.weixin.qq.com": "wecom", "hooks.slack.com": "slack"}
 DEFAULT_HOME = ".ordersync"
 # ORDERSYNC_HOME holds the warehouse, the page lake and Dagster's storage (buyer identifiers).
 HOME_MODE = 0o700
@@ -380,3 +393,37 @@ def warehouse_url(environ: Mapping[str, str] | None = None) -> str:
 def redis_url(environ: Mapping[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     return env.get(ENV_REDIS_URL) or None
+
+
+def alert_webhook(environ: Mapping[str, str] | None = None) -> tuple[SecretStr | None, WebhookFormat]:
+    """``ORDERSYNC_ALERT_WEBHOOK_URL`` (None when unset) and its payload format.
+
+    The format is ``ORDERSYNC_ALERT_WEBHOOK_FORMAT`` when set, else the one the URL's host is known to
+    take (DingTalk, WeCom, Slack), else plain JSON. The URL is a credential and is never quoted in an
+    error.
+    """
+    env = os.environ if environ is None else environ
+    raw_format = (env.get(ENV_ALERT_WEBHOOK_FORMAT) or "").strip().lower()
+    if raw_format and raw_format not in WEBHOOK_FORMATS:
+        raise ConfigError(f"{ENV_ALERT_WEBHOOK_FORMAT} must be one of {', '.join(WEBHOOK_FORMATS)}, "
+                          f"got {raw_format[:20]!r}")
+    url = (env.get(ENV_ALERT_WEBHOOK_URL) or "").strip()
+    if not url:
+        return None, (raw_format or "json")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{ENV_ALERT_WEBHOOK_URL} must be an http:// or https:// URL with a host "
+                          "(its value is not shown: it holds the receiver's token)")
+    guessed: WebhookFormat = _WEBHOOK_HOSTS.get(parts.hostname, "json")
+    return SecretStr(url), (raw_format or guessed)
+
+
+def ui_url(environ: Mapping[str, str] | None = None) -> str:
+    """``ORDERSYNC_UI_URL`` without a trailing slash: where links in alerts point (the Dagster UI)."""
+    env = os.environ if environ is None else environ
+    url = (env.get(ENV_UI_URL) or DEFAULT_UI_URL).strip().rstrip("/")
+    scheme = urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{ENV_UI_URL} must be an http:// or https:// URL (the Dagster UI's address), "
+                          f"got {'scheme ' + repr(scheme[:20]) if scheme else 'no scheme'}")
+    return url

@@ -36,7 +36,7 @@ from ordersync_pipeline.sync.lake import LakeError
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.warehouse.connect import WarehouseError, describe_db_error, is_transient_db_error
 
-__all__ = ["is_transient", "describe", "cause_of", "KNOWN_ERRORS"]
+__all__ = ["is_transient", "describe", "cause_of", "one_line", "KNOWN_ERRORS"]
 
 _MAX_CHARS = 500
 # How deep to follow a cause chain (a cycle is possible in principle).
@@ -113,6 +113,12 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+
+
+def one_line(text: str) -> str:
+    """``text`` as ``describe`` shows a cause: one line, a URL's password masked, at most 500 characters
+    (the alert path applies the same rule to alert messages)."""
+    return _one_line(text)
 
 
 def _one_line(text: str) -> str:

@@ -19,13 +19,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from ordersync_pipeline.config import (
+    DEFAULT_UI_URL,
     ENV_CONFIG,
     ConfigError,
     OrdersyncConfig,
+    WebhookFormat,
+    alert_webhook,
     load_config,
     ordersync_home,
     redis_url,
+    ui_url,
     warehouse_url,
 )
 from ordersync_pipeline.timeutil import SHANGHAI, parse_local_time
@@ -54,6 +60,11 @@ class Settings:
     clock: Callable[[], datetime] = field(default=utc_now, compare=False)
     # How each API call is retried (None: the client's defaults); tests shorten the waits.
     retry: RetryPolicy | None = field(default=None, compare=False)
+    # Where alerts are posted (None: the log and the alerts table only) and in which payload shape.
+    alert_webhook_url: SecretStr | None = None
+    alert_webhook_format: WebhookFormat = "json"
+    # The Dagster UI, for links in alerts (``{ui_url}/runs/{run_id}``).
+    ui_url: str = DEFAULT_UI_URL
 
     def __repr__(self) -> str:  # the warehouse URL may carry a password
         return f"Settings(home={str(self.home)!r}, shops={self.shop_ids}, anchor={self.anchor.isoformat()})"
@@ -94,9 +105,11 @@ def load_settings(config_path: str | os.PathLike[str] | None = None,
                           "`ordersync demo` (which writes one for the simulator)")
     config = load_config(path)
     home = ordersync_home(env)
+    webhook_url, webhook_format = alert_webhook(env)
     return Settings(config=config, home=home, warehouse_url=warehouse_url(env), redis_url=redis_url(env),
                     lake_root=str(home / "lake"), anchor=resolve_anchor(config, home),
-                    config_path=path.resolve())
+                    config_path=path.resolve(), alert_webhook_url=webhook_url,
+                    alert_webhook_format=webhook_format, ui_url=ui_url(env))
 
 
 def resolve_anchor(config: OrdersyncConfig, home: Path) -> datetime:

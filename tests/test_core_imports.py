@@ -1,4 +1,4 @@
-"""The core (client, simulator, sync logic, warehouse) must not load Dagster."""
+"""The core (client, simulator, sync logic, warehouse, forecast) must not load Dagster."""
 
 import subprocess
 import sys
@@ -14,12 +14,19 @@ CORE_MODULES = [
     "ordersync_pipeline.sync.lake",
     "ordersync_pipeline.sync.runner",
     "ordersync_pipeline.warehouse",
+    "ordersync_pipeline.alerts",
+    "ordersync_pipeline.metrics",
+    "ordersync_pipeline.forecast.sales",
+    "ordersync_pipeline.forecast.model",
+    "ordersync_pipeline.forecast.replenish",
+    "ordersync_pipeline.forecast.backtest",
+    "ordersync_pipeline.forecast.charts",
+    "ordersync_pipeline.forecast.frames",
     "ordersync_pipeline.reconcile.daily",
     "ordersync_pipeline.reconcile.quality",
     "ordersync_pipeline.reconcile.gaps",
     "ordersync_pipeline.reconcile.breaker",
     "ordersync_pipeline.reconcile.fullpull",
-    "ordersync_pipeline.alerts",
 ]
 
 

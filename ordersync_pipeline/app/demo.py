@@ -52,6 +52,7 @@ def run_demo(*, shops: int, orders_per_day: int, history_days: int, seed: int, e
         f"Raw pages:   {settings.lake_root}",
         f"Dagster:     {os.environ['DAGSTER_HOME']}",
         "Open the Dagster UI on these runs with:  ordersync dev",
+        "Prometheus metrics of this warehouse:    ordersync metrics serve --port 9464",
     ]
     return report
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ordersync_pipeline.defs.alerting import alerting_sensors
 from ordersync_pipeline.defs.automation import build_jobs, build_schedules
 from ordersync_pipeline.defs.details import trade_details_asset
 from ordersync_pipeline.defs.factory import sync_assets
@@ -46,7 +47,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         jobs=[*build_jobs(increment, historical), *monitoring.jobs],
         schedules=[*build_schedules(partitions, settings.shop_ids, max_shops_per_run=MAX_SHOPS_PER_RUN,
                                     paused_shops=paused_shops_reader(settings)), *monitoring.schedules],
-        sensors=build_sensors(settings, partitions),
+        sensors=[*alerting_sensors(settings), *build_sensors(settings, partitions)],
         resources=build_resources(settings),
         executor=dg.in_process_executor,
     )

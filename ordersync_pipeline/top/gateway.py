@@ -7,6 +7,7 @@ session key only when that shop is synced, so one shop's unset environment varia
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from ordersync_pipeline.config import OrdersyncConfig
@@ -28,15 +29,19 @@ class Gateway:
         self._redis_url = redis_url
         self._retry = retry or RetryPolicy()
         self._budget: RateBudget | None = None
+        self._budget_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Gateway({self.config.gateway!r}, app_key={self.config.app_key!r})"
 
     def rate_budget(self) -> RateBudget:
-        if self._budget is None:
-            self._budget = make_rate_budget(redis_url=self._redis_url, home=self._home,
-                                            per_minute=self.config.rate_limit_per_minute)
-        return self._budget
+        """The app's shared budget, made once: fetch threads ask for clients at the same moment, and
+        two of them creating the local budget file together would collide on SQLite's lock."""
+        with self._budget_lock:
+            if self._budget is None:
+                self._budget = make_rate_budget(redis_url=self._redis_url, home=self._home,
+                                                per_minute=self.config.rate_limit_per_minute)
+            return self._budget
 
     def client(self, recorder: CallRecorder | None = None) -> TopClient:
         """A new client (one HTTP pool; not shared between threads) reporting calls to ``recorder``."""

@@ -151,6 +151,27 @@ trade_details = sa.Table(
     **MYSQL_TABLE_ARGS,
 )
 
+# One row per alert (ordersync_pipeline/alerts): a condition (kind, shop_id, key) opened, and resolved
+# when it clears. ``open_key`` identifies the condition while it is open and is NULL once resolved: its
+# unique index makes "one open alert per condition" hold across processes on every backend (NULLs never
+# collide; shop_id itself may be NULL, so a unique index on the three columns could not say it).
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", big_id(), primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("shop_id", sa.String(64)),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("opened_at", UTCDateTime, nullable=False),
+    sa.Column("resolved_at", UTCDateTime),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("delivered", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("open_key", sa.String(64)),
+    sa.Index("ux_alerts_open_key", "open_key", unique=True),
+    sa.Index("ix_alerts_opened_at", "opened_at"),
+    **MYSQL_TABLE_ARGS,
+)
+
 # Values of reconciliation_daily.status: ``ok`` (the platform and the warehouse agreed at once),
 # ``repaired`` (they differed and the re-fetch closed the gap), ``gap`` (a gap survived the re-fetch).
 RECONCILIATION_STATUSES = ("ok", "repaired", "gap")

@@ -10,7 +10,7 @@
 Written by hand as a snapshot (later edits to tables.py need a new revision, never an edit here).
 
 Revision ID: 0006_reconciliation
-Revises: 0005_alerts (see down_revision below)
+Revises: 0005_alerts
 Create Date: 2026-12-01
 """
 
@@ -24,9 +24,8 @@ from ordersync_pipeline.warehouse.types import UTCDateTime
 MYSQL_TABLE_ARGS: dict[str, str] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 
 revision = "0006_reconciliation"
-# Reserved chain: 0004_refunds -> 0005_alerts -> 0006_reconciliation. Until those land on this branch
-# it follows the newest revision present here.
-down_revision = "0003_sync_windows_per_stream"
+# Reserved chain: 0004_refunds -> 0005_alerts -> 0006_reconciliation (0005 follows 0003 until refunds land).
+down_revision = "0005_alerts"
 branch_labels = None
 depends_on = None
 
