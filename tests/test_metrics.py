@@ -24,8 +24,7 @@ from ordersync_pipeline.config import OrdersyncConfig
 from ordersync_pipeline.metrics import SECTIONS, WarehouseCollector, metrics_engine, start_metrics_server
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.warehouse import Warehouse
-from ordersync_pipeline.warehouse.tables import MYSQL_TABLE_ARGS
-from ordersync_pipeline.warehouse.types import UTCDateTime
+from ordersync_pipeline.warehouse.tables import breaker_state, reconciliation_daily
 
 NOW = datetime(2026, 11, 30, 6, 0, tzinfo=timezone.utc)
 SHOPS = ["shop-a", "shop-b", "shop-c"]   # shop-c has synced nothing yet
@@ -160,34 +159,30 @@ def test_table_row_counts_are_cached_between_scrapes(sqlite_url: str) -> None:
 
 
 def extra_tables(wh: Warehouse) -> tuple[sa.Table, sa.Table]:
-    """``breaker_state`` and ``reconciliation_daily`` as the reconciliation branch describes them."""
-    md = sa.MetaData()
-    breaker = sa.Table("breaker_state", md, sa.Column("shop_id", sa.String(64), primary_key=True),
-                       sa.Column("api", sa.String(128), primary_key=True), sa.Column("state", sa.String(16)),
-                       sa.Column("opened_at", UTCDateTime), **MYSQL_TABLE_ARGS)
-    daily = sa.Table("reconciliation_daily", md, sa.Column("shop_id", sa.String(64), primary_key=True),
-                     sa.Column("stream", sa.String(32), primary_key=True), sa.Column("day", sa.Date, primary_key=True),
-                     sa.Column("platform_count", sa.Integer), sa.Column("warehouse_count", sa.Integer),
-                     sa.Column("missing_count", sa.Integer), sa.Column("stale_count", sa.Integer),
-                     sa.Column("refetched_count", sa.Integer), sa.Column("status", sa.String(16)),
-                     sa.Column("checked_at", UTCDateTime), **MYSQL_TABLE_ARGS)
-    md.create_all(wh.engine)
-    return breaker, daily
+    """``breaker_state`` and ``reconciliation_daily``: the migrated warehouse has them (revision 0006)."""
+    assert {"breaker_state", "reconciliation_daily"} <= set(sa.inspect(wh.engine).get_table_names())
+    return breaker_state, reconciliation_daily
+
+
+def breaker_row(shop_id: str, state: str, opened_at: datetime | None) -> dict[str, Any]:
+    return {"shop_id": shop_id, "api": INCREMENT, "state": state, "opened_at": opened_at, "failure_rate": 0.0,
+            "calls": 0, "errors": 0, "calls_after_id": 0, "updated_at": NOW}
+
+
+def day_row(day: Any, platform: int, warehouse: int, status: str, checked_at: datetime) -> dict[str, Any]:
+    return {"shop_id": "shop-a", "stream": "trades", "day": day, "platform_count": platform,
+            "warehouse_count": warehouse, "missing_count": 0, "stale_count": 0, "extra_count": 0,
+            "pending_count": 0, "refetched_count": 0, "status": status, "checked_at": checked_at}
 
 
 def test_breaker_and_reconciliation_figures_when_their_tables_exist(wh: Warehouse) -> None:
     breaker, daily = extra_tables(wh)
     day = NOW.date()
     with wh.engine.begin() as conn:
-        conn.execute(breaker.insert(), [
-            {"shop_id": "shop-a", "api": INCREMENT, "state": "open", "opened_at": NOW},
-            {"shop_id": "shop-b", "api": INCREMENT, "state": "closed", "opened_at": None}])
+        conn.execute(breaker.insert(), [breaker_row("shop-a", "open", NOW), breaker_row("shop-b", "closed", None)])
         conn.execute(daily.insert(), [
-            {"shop_id": "shop-a", "stream": "trades", "day": day - timedelta(days=d), "platform_count": 100,
-             "warehouse_count": 100 - (d == 2), "status": "gap" if d == 2 else "ok",
-             "checked_at": NOW - timedelta(days=d)} for d in range(1, 4)]
-            + [{"shop_id": "shop-a", "stream": "trades", "day": day - timedelta(days=60), "platform_count": 5,
-                "warehouse_count": 4, "status": "gap", "checked_at": NOW - timedelta(days=60)}])
+            day_row(day - timedelta(days=d), 100, 100 - (d == 2), "gap" if d == 2 else "ok", NOW - timedelta(days=d))
+            for d in range(1, 4)] + [day_row(day - timedelta(days=60), 5, 4, "gap", NOW - timedelta(days=60))])
     collector = WarehouseCollector(wh.engine, shops=SHOPS, clock=lambda: NOW, breaker_table=breaker,
                                    reconciliation_table=daily)
     _, samples = scrape(registry_for(collector))
@@ -232,9 +227,9 @@ def test_a_warehouse_that_goes_away_and_one_without_tables(pg_url: str, sqlite_u
         scrape(registry)
     assert value(samples, "ordersync_up") == 1
     assert {dict(k)["section"] for k, v in named(samples, "ordersync_scrape_section_ok").items() if v == 0} == {
-        "calls", "recent_calls", "sync_lag", "tables", "quarantine", "alerts"}
+        "calls", "recent_calls", "sync_lag", "tables", "quarantine", "alerts", "breaker", "reconciliation"}
     failures = [r.getMessage() for r in caplog.records if "reads failed" in r.getMessage()]
-    assert len(failures) == 6  # once each, not once per scrape
+    assert len(failures) == 8  # once each, not once per scrape
     assert failures[0] == ("metrics: calls reads failed (the rest is exported without them): database error: "
                            "no such table: api_calls")
 

@@ -19,7 +19,17 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from test_metrics import NOW, SHOPS, extra_tables, populate, registry_for, scrape, sqlite_settings
+from test_metrics import (
+    NOW,
+    SHOPS,
+    breaker_row,
+    day_row,
+    extra_tables,
+    populate,
+    registry_for,
+    scrape,
+    sqlite_settings,
+)
 
 from ordersync_pipeline.metrics import WarehouseCollector, start_metrics_server
 from ordersync_pipeline.warehouse import Warehouse
@@ -47,11 +57,10 @@ def test_rules_and_dashboard_use_only_metrics_the_endpoint_exports(sqlite_url: s
     wh = Warehouse(sqlite_url)
     wh.migrate()
     populate(wh)
-    breaker, daily = extra_tables(wh)   # the two tables the reconciliation branch adds
+    breaker, daily = extra_tables(wh)   # the two tables the reconciliation adds
     with wh.engine.begin() as conn:
-        conn.execute(breaker.insert().values(shop_id="shop-a", api="increment", state="open", opened_at=NOW))
-        conn.execute(daily.insert().values(shop_id="shop-a", stream="trades", day=NOW.date(), platform_count=3,
-                                           warehouse_count=2, status="gap", checked_at=NOW))
+        conn.execute(breaker.insert().values(**breaker_row("shop-a", "open", NOW)))
+        conn.execute(daily.insert().values(**day_row(NOW.date(), 3, 2, "gap", NOW)))
     registry = registry_for(WarehouseCollector(wh.engine, shops=SHOPS, clock=lambda: NOW, webhook_configured=True,
                                                breaker_table=breaker, reconciliation_table=daily))
     scrape(registry)   # the counters' baseline
