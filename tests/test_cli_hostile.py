@@ -148,9 +148,19 @@ def _plain(value: Any) -> Any:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else value
 
 
+@pytest.fixture(scope="module")
+def slow_sim() -> Iterator[Simulator]:
+    """The same world behind a platform that takes 0.1 s a reply, so a sync is surely still running
+    when the test kills it (on a fast simulator it could finish while a second sync was starting)."""
+    with start_simulator(SimulatorSettings(seed=43, shops=3, orders_per_day=150, history_days=3,
+                                           clock="stepped", reply_delay_s=0.1)) as s:
+        yield s
+
+
 def test_a_sync_killed_with_kill_9_is_marked_failed_and_the_next_one_completes_the_work(
-        sim: Simulator, tmp_path: Path, pg_url: str) -> None:
+        slow_sim: Simulator, tmp_path: Path, pg_url: str) -> None:
     # 6.12: the killed run stayed STARTED forever; a second sync beside a running one did everything twice.
+    sim = slow_sim
     home = tmp_path / "home"
     config = _config(sim, tmp_path / "c.yaml", ["shop-1", "shop-2"], sync={"history_days": 2, "page_size": 20})
     to = (ANCHOR + timedelta(hours=4)).strftime("%Y-%m-%dT%H:%M")
@@ -165,6 +175,7 @@ def test_a_sync_killed_with_kill_9_is_marked_failed_and_the_next_one_completes_t
         beside = _sync(config, home, pg_url, to=to)
         assert beside.returncode != 0 and "another ordersync sync is running" in beside.stdout + beside.stderr
         assert "Traceback" not in beside.stdout + beside.stderr
+        assert victim.poll() is None, "the sync finished before it could be killed: slow the simulator down"
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
     finally:

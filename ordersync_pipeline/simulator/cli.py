@@ -67,19 +67,22 @@ def simulator() -> None:
                    "taobao.trades.sold.increment.get=0.2 (repeatable; time windows: POST /admin/failures)")
 @click.option("--increment-miss-rate", default=0.0, type=float,
               help="share of trades the increment API never lists (only reconciliation finds them)")
+@click.option("--reply-delay", "reply_delay", default=0.0, type=float,
+              help="seconds every reply takes (a distant or busy platform)")
 @click.option("--write-config", "write_config_path", default=None, type=click.Path(dir_okay=False),
               help="write a ready ordersync config file for this gateway")
 def serve(host: str, port: int, seed: int, shops: int, orders_per_day: int, history_days: int,
           fault_rate: float, visibility_lag: float, page_drift: float, rate_limit: str | None,
           app_key: str | None, app_secret: str | None, clock: str, speed: float, fail: tuple[str, ...],
-          increment_miss_rate: float, write_config_path: str | None) -> None:
+          increment_miss_rate: float, reply_delay: float, write_config_path: str | None) -> None:
     """Serve until SIGINT or SIGTERM."""
     settings = SimulatorSettings(
         seed=seed, shops=shops, orders_per_day=orders_per_day, history_days=history_days,
         fault_rate=fault_rate, visibility_lag_s=visibility_lag, page_drift=page_drift,
         rate_limit_per_min=parse_rate(rate_limit), app_key=app_key, app_secret=app_secret,
         clock=clock, speed=speed, host=host, port=port,  # type: ignore[arg-type]
-        api_failures=tuple(parse_failure(text) for text in fail), increment_miss_rate=increment_miss_rate)
+        api_failures=tuple(parse_failure(text) for text in fail), increment_miss_rate=increment_miss_rate,
+        reply_delay_s=reply_delay)
     sim = start_simulator(settings)
     if write_config_path:
         write_config(sim.config(), write_config_path,

@@ -101,7 +101,7 @@ class Gateway:
         call = Call(method, params, shop, now, rid, params.get("simplify", "").lower() == "true")
         body = handler(call)
         if fault is None:
-            return body, 0.0, 200
+            return body, self.sim.settings.reply_delay_s, 200
         if fault.kind == "slow":
             return body, self.sim.settings.fault_slow_s, 200
         if fault.kind == "timeout":

@@ -71,6 +71,7 @@ class SimulatorSettings:
     tmc_redelivery_s: float = 30.0      # world-clock seconds before an unconfirmed message comes back
     fault_timeout_s: float = 3.0        # how long a "timeout" fault sleeps (bounded on purpose)
     fault_slow_s: float = 0.4           # how long a "slow reply" fault sleeps
+    reply_delay_s: float = 0.0          # every reply takes this long: a distant or busy platform
     fragment_cache_mb: int = 512        # bound on cached serialized trade fragments
     api_failures: tuple[ApiFailure, ...] = ()
     increment_miss_rate: float = 0.0
@@ -89,6 +90,8 @@ class SimulatorSettings:
             raise ValueError("increment_miss_rate is a probability within 0..1")
         if self.clock not in ("real", "stepped", "accelerated"):
             raise ValueError(f"unknown clock {self.clock!r}")
+        if self.reply_delay_s < 0:
+            raise ValueError("reply_delay_s must be >= 0")
         if self.speed <= 0:
             raise ValueError("speed must be > 0")
         if self.start_at is not None and self.start_at.utcoffset() is None:
