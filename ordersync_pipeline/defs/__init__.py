@@ -12,6 +12,7 @@ import dagster as dg
 from ordersync_pipeline.defs.alerting import alerting_sensors
 from ordersync_pipeline.defs.automation import build_jobs, build_schedules
 from ordersync_pipeline.defs.details import trade_details_asset
+from ordersync_pipeline.defs.executors import build_executor
 from ordersync_pipeline.defs.factory import sync_assets
 from ordersync_pipeline.defs.partitions import Partitions
 from ordersync_pipeline.defs.reconcile import build_monitoring
@@ -21,11 +22,6 @@ from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.windows import Timeline
 
 __all__ = ["build_definitions", "timeline_for"]
-
-# Shops per scheduled run: one run syncs this many shops' windows (each partition still succeeds or
-# fails on its own).
-MAX_SHOPS_PER_RUN = 100
-
 
 def timeline_for(settings: Settings) -> Timeline:
     sync = settings.config.sync
@@ -41,13 +37,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = Partitions(settings.shop_ids, timeline_for(settings))
     increment = [sync_assets("increment", partitions, settings), trade_details_asset(partitions, settings)]
     historical = [sync_assets("historical", partitions, settings)]
-    monitoring = build_monitoring(settings, partitions.timeline, max_shops_per_run=MAX_SHOPS_PER_RUN)
+    orchestration = settings.config.orchestration
+    max_shops = orchestration.max_shops_per_run
+    monitoring = build_monitoring(settings, partitions.timeline, max_shops_per_run=max_shops)
     return dg.Definitions(
         assets=[*increment, *historical, *monitoring.assets],
         jobs=[*build_jobs(increment, historical), *monitoring.jobs],
-        schedules=[*build_schedules(partitions, settings.shop_ids, max_shops_per_run=MAX_SHOPS_PER_RUN,
+        schedules=[*build_schedules(partitions, settings.shop_ids, max_shops_per_run=max_shops,
                                     paused_shops=paused_shops_reader(settings)), *monitoring.schedules],
-        sensors=[*alerting_sensors(settings), *build_sensors(settings, partitions)],
+        sensors=[*alerting_sensors(settings), *build_sensors(settings, partitions, max_shops_per_run=max_shops)],
         resources=build_resources(settings),
-        executor=dg.in_process_executor,
+        executor=build_executor(orchestration.executor),
     )
