@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ordersync_pipeline.failures import describe, is_transient
@@ -392,7 +391,7 @@ class _Loader:
         if self._processes is not None:
             url = runner.warehouse.engine.url.render_as_string(hide_password=False)
             future = self._processes.submit(_load_in_worker, task.stream.name, task.kind, task.shop_id,
-                                            task.partition_key, str(runner.lake.root), url, runner.run_id,
+                                            task.partition_key, runner.lake.url, url, runner.run_id,
                                             runner.warehouse.store_receiver_pii)
         else:
             future = self._thread.submit(self._load_here, task)
@@ -455,5 +454,5 @@ def _load_in_worker(stream_name: str, kind: Kind, shop_id: str, partition_key: s
     warehouse = _WORKER_WAREHOUSES.get(url)
     if warehouse is None:
         warehouse = _WORKER_WAREHOUSES[url] = Warehouse(url, store_receiver_pii=store_receiver_pii)
-    return load_partition(lake=PageLake(Path(lake_root)), warehouse=warehouse, stream=stream(stream_name),
+    return load_partition(lake=PageLake(lake_root), warehouse=warehouse, stream=stream(stream_name),
                           kind=kind, shop_id=shop_id, partition_key=partition_key, run_id=run_id)
