@@ -30,6 +30,7 @@ from pipeline_support import (
 
 import ordersync_pipeline.sync.runner as runner_module
 from ordersync_pipeline.settings import Settings
+from ordersync_pipeline.sync.lake import PartitionCorrupt
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
 from ordersync_pipeline.sync.runner import PartitionTask, coalesce
 from ordersync_pipeline.sync.streams import stream
@@ -121,7 +122,7 @@ def test_a_partition_failing_mid_run_loses_nothing(sim: Simulator, tmp_path: Pat
 
     def load(**kwargs: Any) -> Any:
         if kwargs["partition_key"] == broken:
-            raise ValueError("disk full while loading")  # not transient: fails its partition at once
+            raise PartitionCorrupt("stored page does not parse")  # not transient: fails at once
         return real_load(**kwargs)
 
     monkeypatch.setattr(runner_module, "load_partition", load)

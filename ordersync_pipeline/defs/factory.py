@@ -93,7 +93,7 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
         with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as ledger:
             runner = SyncRunner(lake=lake, warehouse=warehouse, run_id=context.run.run_id,
                                 settings=runner_settings, clients=top.client, sessions=top.session,
-                                ledger=ledger)
+                                ledger=ledger, clock=settings.clock)
             for outcome in runner.run(tasks, from_lake=config.from_lake):
                 PROGRESS.debug("%s %s", outcome.task.label, "ok" if outcome.ok else outcome.error,
                                extra={"ordersync_outcome": outcome})

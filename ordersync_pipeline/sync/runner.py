@@ -31,14 +31,21 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ordersync_pipeline.failures import describe, is_transient
 from ordersync_pipeline.sync.lake import LakeManifest, PageLake
 from ordersync_pipeline.sync.lake_select import Selection
 from ordersync_pipeline.sync.stream import Batch, Stream
-from ordersync_pipeline.sync.windows import INCREMENT_MAX_SPAN, Kind, Window
+from ordersync_pipeline.sync.windows import (
+    HISTORY_HORIZON,
+    INCREMENT_MAX_SPAN,
+    BeyondHorizon,
+    Kind,
+    Window,
+    clip_to_horizon,
+)
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.pages import Page
@@ -133,6 +140,8 @@ class RunnerSettings:
     # Contiguous increment partitions of one shop and stream are fetched as one API window of at most
     # this span (zero: every partition alone).
     coalesce_span: timedelta = INCREMENT_MAX_SPAN
+    # How far back the historical path's list API sees, from the moment of the call (None: no limit).
+    history_horizon: timedelta | None = HISTORY_HORIZON
 
     def delay(self, attempt: int) -> float:
         if not self.retry_delays:
@@ -170,12 +179,13 @@ class SyncRunner:
     def __init__(self, *, lake: PageLake, warehouse: Warehouse, run_id: str | None,
                  settings: RunnerSettings | None = None, clients: ClientFactory | None = None,
                  sessions: SessionLookup | None = None, ledger: Any = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], datetime] = utc_now) -> None:
+        """``clock``: the platform's "now" (the history horizon is counted from it at each call)."""
         self.lake, self.warehouse, self.run_id = lake, warehouse, run_id
         self.settings = settings or RunnerSettings()
         self._clients_factory, self._sessions = clients, sessions
         self._calls = _TaskCalls(ledger) if ledger is not None else None
-        self._sleep = sleep
+        self._sleep, self._clock = sleep, clock
         self._local = threading.local()
         self._all_clients: list[TopClient] = []
         self._lock = threading.Lock()
@@ -288,6 +298,15 @@ class SyncRunner:
         client = self._client()
         listing = task.stream.lists[task.kind]
         window = Window(min(t.window.start for t in tasks), max(t.window.end for t in tasks))
+        if task.kind == "historical" and self.settings.history_horizon is not None:
+            # Clipped now, at call time: a day that was inside the horizon when the run was planned
+            # may have slid out of it since. The pages (and so sync_windows) carry the clipped start.
+            clipped = clip_to_horizon(window, now=self._clock(), horizon=self.settings.history_horizon)
+            if clipped is None:
+                raise BeyondHorizon(
+                    f"{task.label}: {task.stream.lists[task.kind].method} lists only the last "
+                    f"{self.settings.history_horizon.days} days; this window ends before that")
+            window = clipped
         pages: Iterable[Page] = listing.pages(client, shop_id=task.shop_id, session=session,
                                               window=window, page_size=self.settings.page_size)
         if task.stream.detail is not None:
