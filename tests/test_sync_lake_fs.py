@@ -144,6 +144,8 @@ def test_shared_pages_read_back_as_each_partitions_own_records(tmp_path: Path, m
     assert [[r["tid"] for r in p.items] for p in b] == [[1, 2, 3], [3], [4]]
     assert [(m.partition_key, m.pages, m.items) for m in manifests] == [("a", 4, 7), ("b", 3, 5)]
     assert manifests[0].windows == ((_at(-5), _at(15)),) and manifests[0].path == manifests[1].path
+    # Each manifest lists the positions of its pages: a reader parses only those.
+    assert [m.select.pages for m in manifests if m.select] == [(0, 1, 2, 3), (0, 1, 2)]
     # A partition fetched alone later replaces its pointer; the other still reads the shared file.
     alone = list_page([{"tid": 9, "modified": _top(0)}])
     write(lake, "a", [alone])

@@ -397,7 +397,7 @@ class PageLake:
                     shop_id=shop_id, stream=stream, partition_key=sel.partition_key, path=target,
                     pages=counter.pages[sel.partition_key], items=counter.items[sel.partition_key],
                     bytes=size, sha256=sha256, windows=((sel.start, sel.end),), written_at=written_at,
-                    select=sel) for sel in selections]
+                    select=sel) for sel in counter.indexed()]
             if self._fs is None:
                 self._publish_local(data, target, manifests)
             else:
@@ -547,29 +547,43 @@ class PageLake:
         except BaseException:
             handle.close()
             raise
-        pages = _iter_pages(handle, manifest.path, shape)
-        return pages if manifest.select is None else select_pages(pages, manifest.select)
+        if manifest.select is None:
+            return _iter_pages(handle, manifest.path, shape)
+        only = None if manifest.select.pages is None else set(manifest.select.pages)
+        return select_pages(_iter_pages(handle, manifest.path, shape, only=only), manifest.select)
 
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _iter_pages(handle: IO[bytes], path: Path, shape: ListShape) -> Iterator[Page]:
+def _iter_pages(handle: IO[bytes], path: Path, shape: ListShape, *, only: set[int] | None = None) -> Iterator[Page]:
+    """The file's pages in written order; ``only``: just the pages at these positions (row groups
+    holding none of them are not even read)."""
     with handle, pq.ParquetFile(handle) as parquet:
-        for batch in parquet.iter_batches(batch_size=PAGES_PER_ROW_GROUP):
-            for row in batch.to_pylist():
-                try:
-                    items, _, _ = parse_list_body(row["body"], shape, method=row["method"],
-                                                  shop_id=row["shop_id"])
-                except TopError as exc:
-                    raise PartitionCorrupt(
-                        f"{path}: page {row['page_no']} (request_id {row['request_id']}) does not "
-                        f"parse as a {shape.list_key} list: {exc}; fetch the partition again "
-                        "(a run without from_lake)") from None
-                yield Page(
-                    shop_id=row["shop_id"], method=row["method"],
-                    window_start=_utc(row["window_start"]), window_end=_utc(row["window_end"]),
-                    page_no=row["page_no"], page_size=row["page_size"], request_id=row["request_id"],
-                    fetched_at=_utc(row["fetched_at"]), body=row["body"], items=items,
-                    total_results=row["total_results"], has_next=row["has_next"])
+        position = 0
+        for group in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(group).num_rows
+            first, position = position, position + rows
+            if only is not None and not any(first <= p < position for p in only):
+                continue
+            for offset, row in enumerate(parquet.read_row_group(group).to_pylist()):
+                if only is not None and first + offset not in only:
+                    continue
+                yield _page_of(row, path, shape)
+
+
+def _page_of(row: dict[str, Any], path: Path, shape: ListShape) -> Page:
+    try:
+        items, _, _ = parse_list_body(row["body"], shape, method=row["method"], shop_id=row["shop_id"])
+    except TopError as exc:
+        raise PartitionCorrupt(
+            f"{path}: page {row['page_no']} (request_id {row['request_id']}) does not "
+            f"parse as a {shape.list_key} list: {exc}; fetch the partition again "
+            "(a run without from_lake)") from None
+    return Page(
+        shop_id=row["shop_id"], method=row["method"],
+        window_start=_utc(row["window_start"]), window_end=_utc(row["window_end"]),
+        page_no=row["page_no"], page_size=row["page_size"], request_id=row["request_id"],
+        fetched_at=_utc(row["fetched_at"]), body=row["body"], items=items,
+        total_results=row["total_results"], has_next=row["has_next"])

@@ -32,16 +32,24 @@ class Selection:
     end: datetime
     time_field: str              # "modified": what the list call filtered the shared window by
     record_key: str              # "tid": ties a detail answer to the list record it completes
+    # Positions (in written order) of the shared pages holding any of its records, once written: a
+    # reader parses only those (a day's file holds ~100 partitions; each needs a few of its pages).
+    pages: tuple[int, ...] | None = None
 
-    def to_json(self) -> dict[str, str]:
-        return {"partition_key": self.partition_key, "start": self.start.isoformat(),
-                "end": self.end.isoformat(), "time_field": self.time_field, "record_key": self.record_key}
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"partition_key": self.partition_key, "start": self.start.isoformat(),
+                               "end": self.end.isoformat(), "time_field": self.time_field,
+                               "record_key": self.record_key}
+        if self.pages is not None:
+            doc["pages"] = list(self.pages)
+        return doc
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, str]) -> Selection:
+    def from_json(cls, doc: Mapping[str, Any]) -> Selection:
+        pages = doc.get("pages")
         return cls(partition_key=doc["partition_key"], start=datetime.fromisoformat(doc["start"]),
                    end=datetime.fromisoformat(doc["end"]), time_field=doc["time_field"],
-                   record_key=doc["record_key"])
+                   record_key=doc["record_key"], pages=tuple(pages) if pages is not None else None)
 
     @property
     def bounds(self) -> tuple[str, str]:
@@ -88,8 +96,16 @@ class SelectionCounter:
         self._selectors = [_Selector(s) for s in selections]
         self.pages = {s.partition_key: 0 for s in selections}
         self.items = {s.partition_key: 0 for s in selections}
+        self.positions: dict[str, list[int]] = {s.partition_key: [] for s in selections}
+        self._seen = 0
+
+    def indexed(self) -> list[Selection]:
+        """The selections with the positions of their pages filled in."""
+        return [dataclasses.replace(s.selection, pages=tuple(self.positions[s.selection.partition_key]))
+                for s in self._selectors]
 
     def see(self, page: Page) -> None:
+        position, self._seen = self._seen, self._seen + 1
         if page.page_no != 0 and page.items:
             times = [_text(r, self._selectors[0].selection.time_field) for r in page.items]
             low, high = min(times), max(times)
@@ -104,6 +120,7 @@ class SelectionCounter:
                 key = selector.selection.partition_key
                 self.pages[key] += 1
                 self.items[key] += len(chosen)
+                self.positions[key].append(position)
 
 
 _EMPTY = Page(shop_id="", method="", window_start=datetime.min, window_end=datetime.min, page_no=1,
