@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import time
@@ -42,6 +43,15 @@ run_monitoring:
   enabled: true
   poll_interval_seconds: 60
 """
+# Appended with this home's absolute path: Dagster's SQLite event log, one connection per shard instead of
+# an engine and a connection per event (app/dagster_storage.py); same files as Dagster's default.
+EVENT_LOG_YAML = """\
+event_log_storage:
+  module: ordersync_pipeline.app.dagster_storage
+  class: PooledSqliteEventLogStorage
+  config:
+    base_dir: {base_dir}
+"""
 
 
 def ensure_dagster_home(home: Path) -> Path:
@@ -51,7 +61,8 @@ def ensure_dagster_home(home: Path) -> Path:
     dagster_home.mkdir(parents=True, exist_ok=True)
     yaml_path = dagster_home / "dagster.yaml"
     if not yaml_path.exists():
-        yaml_path.write_text(DAGSTER_YAML, encoding="utf-8")
+        base_dir = json.dumps(str((dagster_home / "history" / "runs").resolve()))  # a quoted YAML scalar
+        yaml_path.write_text(DAGSTER_YAML + EVENT_LOG_YAML.format(base_dir=base_dir), encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
     return dagster_home
 
