@@ -34,8 +34,9 @@ Where the lake lives: a local folder (or ``file://`` URL) uses the protocol abov
 system URL (``s3://bucket/prefix``, ``gs://...``, ``hdfs://...``; or a ``pyarrow.fs.FileSystem`` handed
 in) has no atomic rename or fsync, so there the data file is written under a name no earlier version
 used, and the manifest, written last in one put, is the publish. The previous version's data file is
-removed after the new manifest is in place; a data file no manifest names (a writer that died) is swept
-once untouched for ``STALE_TEMP_AGE``.
+removed after the new manifest is in place; a data file no manifest names (a writer that died) is removed
+by ``sweep_temps()`` once untouched for ``STALE_TEMP_AGE`` (not on every first write, as locally: that
+would read every manifest of the directory).
 
 Partitions fetched together (a catch-up's contiguous windows in one API window) share one data file:
 ``write_shared`` stores the pages once and publishes one manifest per partition naming the file and the
@@ -321,9 +322,10 @@ class PageLake:
         """Create ``directory`` and its parents under the root owner-only, tighten looser ones this
         user owns, and sweep stale temps from it; once per directory per instance."""
         if self._fs is not None:
+            # No sweep here: telling orphans apart means reading every manifest of the directory,
+            # thousands of requests on an object store; ``sweep_temps()`` does it when asked.
             if directory not in self._prepared:
                 self._fs.create_dir(str(directory), recursive=True)
-                self._sweep_remote(directory)
                 self._prepared.add(directory)
             return
         if directory in self._prepared and directory.is_dir():
