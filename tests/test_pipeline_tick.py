@@ -5,11 +5,13 @@ plan asks for exactly that shop's window again."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from pydantic import SecretStr
 from pipeline_support import ANCHOR, partition_metadata, query, sim_settings
 
 from ordersync_pipeline.app.sync import plan_runs
@@ -28,8 +30,8 @@ def test_one_tick_one_run_every_shop_and_a_failing_shop_fails_alone(tmp_path: Pa
                                            clock="stepped", start_at=tick)) as sim:
         settings = sim_settings(sim, tmp_path, sqlite_url, world_clock=True)
         config = settings.config.model_copy(deep=True)
-        config.shops[1].session = type(config.shops[1].session)("6102" + "0badc0de" * 8)  # type: ignore[misc]
-        settings = type(settings)(**{**settings.__dict__, "config": config})
+        config.shops[1].session = SecretStr("6102" + "0badc0de" * 8)   # expired: code 27
+        settings = dataclasses.replace(settings, config=config)
         defs = build_definitions(settings)
         schedule = defs.resolve_schedule_def("incremental_sync_schedule")
         with dg.instance_for_test() as instance:
