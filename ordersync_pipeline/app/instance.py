@@ -37,6 +37,9 @@ telemetry:
 run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
+# Evaluates the assets' freshness expectations (shown in the catalog and the asset pages).
+freshness:
+  enabled: true
 # Marks runs whose process died (kill -9, OOM) as failed instead of leaving them STARTED.
 run_monitoring:
   enabled: true
