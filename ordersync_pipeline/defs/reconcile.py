@@ -238,6 +238,7 @@ def _degraded_pull_asset(settings: Settings, timeline: Timeline,
         specs=[dg.AssetSpec(DEGRADED_ASSET, skippable=True, group_name=GROUP,
                             kinds={"taobao", *table_kinds(settings.warehouse_url)},
                             owners=list(settings.config.owners),
+                            metadata=asset_spec_metadata([t for s in streams for t in s.tables]),
                             description=(
             "The degraded full pull (降级全量): while a shop's failure-rate breaker is open, its "
             f"{', '.join(s.title for s in streams)} created in the last {breaker.full_pull_hours} hours fetched by "
