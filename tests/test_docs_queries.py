@@ -137,3 +137,22 @@ def test_every_documented_query_runs_on_every_backend_after_a_sync(
             if "paid" in namespace.get("daily", pd.DataFrame()).columns:
                 paid = namespace["daily"]["paid"]
                 assert all(type(v).__name__ == "Decimal" for v in paid), (dialect, paid.head())
+
+
+def test_the_data_dictionary_lists_exactly_the_columns_of_every_table() -> None:
+    from ordersync_pipeline.warehouse.tables import metadata
+
+    documented: dict[str, set[str]] = {}
+    table = None
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"^## `(\w+)`", line)
+        if heading:
+            table = heading.group(1)
+            documented[table] = set()
+        elif line.startswith("## "):
+            table = None
+        elif table and line.startswith("| `"):
+            documented[table] |= set(re.findall(r"`(\w+)`", line.split("|")[1]))
+    assert set(documented) == set(metadata.tables), "a table without its section in docs/warehouse.md"
+    for name, columns in documented.items():
+        assert columns == {c.name for c in metadata.tables[name].columns}, name
