@@ -1,5 +1,5 @@
-"""The Dagster UI end to end, as a user meets it: `ordersync demo` (a small real sync), then `ordersync dev`
-on a free port. Through the webserver's GraphQL API every asset has its description, owners, kinds and
+"""The Dagster UI end to end, as a user meets it: `ordersync sync` against the simulator (a small real sync),
+then `ordersync dev` on a free port. Through the webserver's GraphQL API every asset has its description, owners, kinds and
 column schema, the increment tables carry each partition's own figures and a freshness policy, and the
 quarantine check is evaluated per partition; the terminal shows no warning and no debug line; and, where
 Chromium is installed (.ci/run installs Debian's package), the rendered catalog names every asset."""
@@ -17,10 +17,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline_support import write_sim_config
+
+from ordersync_pipeline.simulator import SimulatorSettings, start_simulator
+from ordersync_pipeline.timeutil import SHANGHAI
 
 ORDERSYNC = [sys.executable, "-m", "ordersync_pipeline.cli"]
 ASSETS_QUERY = """{ assetNodes { assetKey { path } description kinds
@@ -28,10 +33,10 @@ ASSETS_QUERY = """{ assetNodes { assetKey { path } description kinds
   internalFreshnessPolicy { ... on TimeWindowFreshnessPolicy { failWindowSeconds } }
   metadataEntries { label ... on TableSchemaMetadataEntry { schema { columns { name description } } } } } }"""
 MATERIALIZATIONS_QUERY = """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
-  assetMaterializations(limit: 50) { partition metadataEntries { label
+  assetMaterializations(limit: 500) { partition metadataEntries { label
     ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } } } } } }"""
 CHECKS_QUERY = """query($k: AssetKeyInput!) { assetCheckExecutions(assetKey: $k, checkName: "no_quarantined_records",
-  limit: 50) { partition status evaluation { partition success description } } }"""
+  limit: 500) { partition status evaluation { partition success description } } }"""
 
 
 def _free_port() -> int:
@@ -60,13 +65,24 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     home = tmp_path_factory.mktemp("ui-home")
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ORDERSYNC_CONFIG")}
     env["ORDERSYNC_HOME"] = str(home)
-    subprocess.run([*ORDERSYNC, "demo", "--shops", "1", "--orders-per-day", "60", "--history-days", "1"],
-                   env=env, check=True, capture_output=True, timeout=120)
+    # Increments from about an hour ago (whatever the time of day: at least three closed partitions),
+    # and a day of history, synced by the real command.
+    start = (datetime.now(SHANGHAI) - timedelta(minutes=75)).replace(second=0, microsecond=0)
+    start -= timedelta(minutes=start.minute % 15)
+    with start_simulator(SimulatorSettings(seed=9, shops=1, orders_per_day=300, history_days=2)) as sim:
+        config = write_sim_config(sim, home / "ordersync.yaml", sync={"start": start.isoformat(),
+                                                                     "history_days": 1})
+        subprocess.run([*ORDERSYNC, "sync", "--config", str(config)], env=env, check=True,
+                       capture_output=True, timeout=120)
+        yield from _serve(home, config, env)
+
+
+def _serve(home: Path, config: Path, env: dict[str, str]) -> Iterator[UI]:
     port = _free_port()
     out, err = home / "dev.out", home / "dev.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        proc = subprocess.Popen([*ORDERSYNC, "dev", "--port", str(port)], env=env, stdout=stdout,
-                                stderr=stderr, start_new_session=True)
+        proc = subprocess.Popen([*ORDERSYNC, "dev", "--config", str(config), "--port", str(port)], env=env,
+                                stdout=stdout, stderr=stderr, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while "Dagster UI on" not in out.read_text(encoding="utf-8", errors="replace"):
@@ -120,6 +136,7 @@ def test_each_partition_has_its_own_figures_and_check_evaluation(ui: UI) -> None
     for asset in ("trades", "trade_orders"):
         executions = ui.graphql(CHECKS_QUERY, k={"path": [asset]})["assetCheckExecutions"]
         assert {e["partition"] for e in executions} == {m["partition"] for m in increments}, asset
+        assert len(executions) >= 3, asset
         for e in executions:
             assert e["evaluation"]["partition"] == e["partition"] and e["evaluation"]["success"], e
             assert e["partition"] in e["evaluation"]["description"]
