@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from pipeline_support import ANCHOR, history_keys, increment_keys, run, serial_loads, sim_settings
 
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
+from ordersync_pipeline.sync.streams import stream_names
 from ordersync_pipeline.warehouse.connect import create_warehouse_engine
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "warehouse.md"
@@ -82,11 +83,13 @@ def sim() -> Iterator[Simulator]:
 
 
 def _sync(sim: Simulator, home: Path, url: str) -> None:
-    """A small real sync: the history days and an hour of increment partitions, through Dagster."""
+    """A small real sync of every stream: the history days and an hour of increment partitions, through
+    Dagster."""
     settings = serial_loads(sim_settings(sim, home, url))
-    assert run(settings, "historical", shops=[SHOP], time_keys=history_keys()).success
+    streams = stream_names()  # every registered stream, so queries on any stream's tables find rows
+    assert run(settings, "historical", shops=[SHOP], time_keys=history_keys(), streams=streams).success
     keys = increment_keys(ANCHOR + timedelta(hours=12), 4)
-    assert run(settings, "increment", shops=[SHOP], time_keys=keys).success
+    assert run(settings, "increment", shops=[SHOP], time_keys=keys, streams=streams).success
 
 
 def _execute(url: str, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -146,11 +149,11 @@ def test_the_data_dictionary_lists_exactly_the_columns_of_every_table() -> None:
     table = None
     for line in DOC.read_text(encoding="utf-8").splitlines():
         heading = re.match(r"^## `(\w+)`", line)
-        if heading:
+        if heading and not (heading.group(1) not in metadata.tables and "view" in line.lower()):
             table = heading.group(1)
             documented[table] = set()
         elif line.startswith("## "):
-            table = None
+            table = None  # a section about something else (or a view the migrations create)
         elif table and line.startswith("| `"):
             documented[table] |= set(re.findall(r"`(\w+)`", line.split("|")[1]))
     assert set(documented) == set(metadata.tables), "a table without its section in docs/warehouse.md"
