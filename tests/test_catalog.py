@@ -11,7 +11,15 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from pipeline_support import ANCHOR, increment_keys, partition_metadata, query, run, serial_loads, sim_settings
+from pipeline_support import (
+    ANCHOR,
+    increment_keys,
+    partition_metadata,
+    query,
+    run,
+    serial_loads,
+    sim_settings,
+)
 
 from ordersync_pipeline.config import OrdersyncConfig
 from ordersync_pipeline.defs import build_definitions
@@ -82,7 +90,8 @@ def test_every_asset_has_its_own_markdown_description_owners_kinds_and_a_schema(
 def test_schedules_sensors_and_jobs_explain_themselves(tmp_path: Path) -> None:
     defs = build_definitions(_settings(tmp_path))
     things = [*(defs.schedules or []), *(defs.sensors or []), *(defs.jobs or [])]
-    assert {t.name for t in things} >= {"incremental_sync_schedule", "gap_repair_sensor", "failure_rate_sensor"}
+    assert {t.name for t in things} >= {"incremental_sync_schedule", "gap_repair_sensor",
+                                        "failure_rate_sensor"}
     for thing in things:
         assert thing.description and len(thing.description) > 30, thing.name
         assert "``" not in thing.description, thing.name
@@ -94,7 +103,8 @@ def test_schedules_sensors_and_jobs_explain_themselves(tmp_path: Path) -> None:
 def test_owners_come_from_the_configuration(tmp_path: Path) -> None:
     defs = build_definitions(_settings(tmp_path, owners=["team:data", "ops@example.com"]))
     graph = defs.resolve_asset_graph()
-    assert {tuple(graph.get(k).owners) for k in graph.get_all_asset_keys()} == {("team:data", "ops@example.com")}
+    owners = {tuple(graph.get(k).owners) for k in graph.get_all_asset_keys()}
+    assert owners == {("team:data", "ops@example.com")}
     with pytest.raises(ValueError, match="owners"):
         _settings(tmp_path, owners=["someone"])
 

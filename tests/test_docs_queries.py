@@ -67,7 +67,8 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
 
 
 def test_the_block_rules_catch_a_query_missing_a_dialect() -> None:
-    complete = "```sql postgresql\nSELECT 1;\n```\n```sql mysql sqlite\nSELECT 1;\n```\n```sql\nSELECT 2;\n```\n"
+    complete = ("```sql postgresql\nSELECT 1;\n```\n```sql mysql sqlite\nSELECT 1;\n```\n"
+                "```sql\nSELECT 2;\n```\n")
     assert [b.group for b in sql_blocks(complete)] == [0, 0, 1]
     with pytest.raises(AssertionError, match="lacks"):
         sql_blocks("```sql postgresql\nSELECT 1;\n```\n```sql\nSELECT 2;\n```\n")

@@ -1,8 +1,9 @@
 """The Dagster UI end to end, as a user meets it: `ordersync sync` against the simulator (a small real sync),
-then `ordersync dev` on a free port. Through the webserver's GraphQL API every asset has its description, owners, kinds and
-column schema, the increment tables carry each partition's own figures and a freshness policy, and the
-quarantine check is evaluated per partition; the terminal shows no warning and no debug line; and, where
-Chromium is installed (.ci/run installs Debian's package), the rendered catalog names every asset."""
+then `ordersync dev` on a free port. Through the webserver's GraphQL API every asset has its description,
+owners, kinds and column schema, the increment tables carry each partition's own figures and a freshness
+policy, and the quarantine check is evaluated per partition; the terminal shows no warning and no debug
+line; and, where Chromium is installed (.ci/run installs Debian's package), the rendered catalog names
+every asset."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ ASSETS_QUERY = """{ assetNodes { assetKey { path } description kinds
 MATERIALIZATIONS_QUERY = """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
   assetMaterializations(limit: 500) { partition metadataEntries { label
     ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text } } } } } }"""
-CHECKS_QUERY = """query($k: AssetKeyInput!) { assetCheckExecutions(assetKey: $k, checkName: "no_quarantined_records",
-  limit: 500) { partition status evaluation { partition success description } } }"""
+CHECKS_QUERY = """query($k: AssetKeyInput!) {
+  assetCheckExecutions(assetKey: $k, checkName: "no_quarantined_records", limit: 500) {
+    partition status evaluation { partition success description } } }"""
 
 
 def _free_port() -> int:
@@ -150,15 +152,18 @@ def test_the_terminal_shows_no_warning_and_no_debug_line(ui: UI) -> None:
     assert not noisy, noisy
 
 
+def _render(url: str) -> str:
+    """The page's DOM once its scripts ran (headless Chromium, up to 20 s of virtual time)."""
+    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                           "--disable-dev-shm-usage", "--dump-dom", "--virtual-time-budget=20000", url],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="Debian's chromium is not installed here (.ci/run installs it in CI)")
 def test_the_rendered_catalog_names_every_asset(ui: UI) -> None:
     names = ["raw_trade_pages", "trades", "trade_orders", "historical_trades", "trade_details"]
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                          "--dump-dom", "--virtual-time-budget=20000", ui.url + "/assets"],
-                         capture_output=True, text=True, timeout=60).stdout
+    dom = _render(ui.url + "/assets")
     assert all(f">{name}<" in dom for name in names), [n for n in names if f">{n}<" not in dom]
-    page = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           "--dump-dom", "--virtual-time-budget=20000", ui.url + "/assets/trades"],
-                          capture_output=True, text=True, timeout=60).stdout
+    page = _render(ui.url + "/assets/trades")
     assert "One row per trade" in page and "amount the buyer actually paid" in page

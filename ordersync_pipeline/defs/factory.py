@@ -13,6 +13,7 @@ marked complete and a re-run retries only what failed.
 import logging
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -77,7 +78,8 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
         for table_asset in stream.assets.tables[kind]:
             specs.append(dg.AssetSpec(
                 table_asset, skippable=True, deps=[pages], group_name=kind, kinds=dialect_kinds,
-                owners=owners, description=stream.assets.descriptions[table_asset], freshness_policy=freshness,
+                owners=owners, description=stream.assets.descriptions[table_asset],
+                freshness_policy=freshness,
                 metadata=asset_spec_metadata(_tables_of(stream, table_asset)),
                 tags=asset_tags(stream, kind, "table")))
             owner[dg.AssetKey(table_asset)] = stream
@@ -101,31 +103,24 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
         started = time.perf_counter()
         failures = list(refused)
         loaded = 0
-        # Each stream's last loaded partition is reported once the run's loading is over, with the
-        # tables' row counts then (one count per table and run, however many partitions it loads).
-        held: dict[str, PartitionOutcome] = {}
+        # The tables' row counts go on each stream's last partition of the run: one count per table and
+        # run, however many partitions it loads (a run whose last partition failed reports none).
+        left = Counter(task.stream.name for task in tasks)
         with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as ledger:
             runner = SyncRunner(lake=lake, warehouse=warehouse, run_id=context.run.run_id,
                                 settings=runner_settings, clients=top.client, sessions=top.session,
                                 ledger=ledger)
-            try:
-                for outcome in runner.run(tasks, from_lake=config.from_lake):
-                    PROGRESS.debug("%s %s", outcome.task.label, "ok" if outcome.ok else outcome.error,
-                                   extra={"ordersync_outcome": outcome})
-                    if not outcome.ok:
-                        failures.append(outcome)
-                        continue
-                    loaded += 1
-                    previous = held.pop(outcome.task.stream.name, None)
-                    if previous is not None:
-                        yield from _report(context, previous, kind)
-                    held[outcome.task.stream.name] = outcome
-            except Exception:
-                for outcome in held.values():  # loaded and recorded complete: never left unreported
-                    yield from _report(context, outcome, kind)
-                raise
-        for outcome in held.values():
-            yield from _report(context, outcome, kind, row_counts=_row_counts(warehouse, outcome.task.stream))
+            for outcome in runner.run(tasks, from_lake=config.from_lake):
+                PROGRESS.debug("%s %s", outcome.task.label, "ok" if outcome.ok else outcome.error,
+                               extra={"ordersync_outcome": outcome})
+                left[outcome.task.stream.name] -= 1
+                if not outcome.ok:
+                    failures.append(outcome)
+                    continue
+                loaded += 1
+                last = not left[outcome.task.stream.name]
+                counts = _row_counts(warehouse, outcome.task.stream) if last else None
+                yield from _report(context, outcome, kind, row_counts=counts)
         context.log.info(f"{kind}: {loaded} partition(s) loaded, {len(failures)} failed, "
                          f"{ledger.total} API calls, in {time.perf_counter() - started:.1f}s")
         if failures:
@@ -187,7 +182,8 @@ def _row_counts(warehouse: Warehouse, stream: Stream) -> dict[str, int]:
 
 
 def _report(context: dg.AssetExecutionContext, outcome: PartitionOutcome, kind: Kind,
-            row_counts: dict[str, int] | None = None) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+            row_counts: dict[str, int] | None = None,
+            ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     """One partition's materialisations and checks, with that partition's own figures (and, when given,
     the rows in the whole table: ``dagster/row_count``, what the catalog shows as the table's size)."""
     task = outcome.task
