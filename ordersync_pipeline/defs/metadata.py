@@ -83,10 +83,11 @@ def _type_name(column: sa.Column[Any]) -> str:
     return compiled.lower()
 
 
-def asset_spec_metadata(tables: Sequence[str] = (), *, pages: bool = False) -> dict[str, Any]:
+def asset_spec_metadata(tables: str | Sequence[str] | None = None, *, pages: bool = False) -> dict[str, Any]:
     """Static catalog metadata: a table asset's column schema and table name (an asset for several
     tables shows its main table's as the schema and each other's as ``<table> columns``), or the page
     lake's schema for a pages asset."""
+    tables = [tables] if isinstance(tables, str) else list(tables or ())
     meta: dict[str, Any] = {}
     if tables:
         meta["dagster/column_schema"] = column_schema(tables[0])
