@@ -27,7 +27,7 @@ def trade_details_asset(partitions: Partitions, settings: Settings) -> dg.Assets
         backfill_policy=dg.BackfillPolicy.single_run(),
         specs=[dg.AssetSpec(
             "trade_details", skippable=True, deps=["trades"], group_name="increment",
-            kinds=table_kinds(settings.warehouse_url), owners=list(settings.config.owners),
+            kinds=table_kinds(settings.warehouse_url),
             freshness_policy=freshness_policy(partitions.timeline),
             tags={"ordersync/stream": "trades", "ordersync/path": "increment", "ordersync/layer": "table"},
             metadata={"dagster/column_schema": column_schema("trade_details"),

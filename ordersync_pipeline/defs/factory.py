@@ -62,7 +62,6 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
     """The multi-asset syncing every stream on one path."""
     partitions_def = partitions.for_kind(kind)
     dialect_kinds = table_kinds(settings.warehouse_url)
-    owners = list(settings.config.owners)
     # Increment assets are expected to move every partition length; history is loaded once.
     freshness = freshness_policy(partitions.timeline) if kind == "increment" else None
     specs: list[dg.AssetSpec] = []
@@ -71,15 +70,14 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
     for stream in streams:
         pages = stream.assets.pages[kind]
         specs.append(dg.AssetSpec(
-            pages, skippable=True, group_name=kind, kinds=PAGE_KINDS, owners=owners,
+            pages, skippable=True, group_name=kind, kinds=PAGE_KINDS,
             description=stream.assets.descriptions[pages], freshness_policy=freshness,
             metadata=asset_spec_metadata(pages=True), tags=asset_tags(stream, kind, "pages")))
         owner[dg.AssetKey(pages)] = stream
         for table_asset in stream.assets.tables[kind]:
             specs.append(dg.AssetSpec(
                 table_asset, skippable=True, deps=[pages], group_name=kind, kinds=dialect_kinds,
-                owners=owners, description=stream.assets.descriptions[table_asset],
-                freshness_policy=freshness,
+                description=stream.assets.descriptions[table_asset], freshness_policy=freshness,
                 metadata=asset_spec_metadata(_tables_of(stream, table_asset)),
                 tags=asset_tags(stream, kind, "table")))
             owner[dg.AssetKey(table_asset)] = stream

@@ -11,7 +11,9 @@ literally), which tests/test_catalog.py checks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import warnings
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +22,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.lake import PAGE_SCHEMA
 from ordersync_pipeline.sync.stream import Stream
 from ordersync_pipeline.sync.windows import Kind, Timeline
@@ -29,7 +32,7 @@ from ordersync_pipeline.warehouse.tables import metadata as warehouse_metadata
 from ordersync_pipeline.warehouse.types import Money, UTCDateTime
 
 __all__ = ["asset_spec_metadata", "column_schema", "page_schema", "table_kinds", "check_description",
-           "freshness_policy", "asset_tags", "PAGE_COLUMN_DOCS", "PAGE_KINDS"]
+           "freshness_policy", "asset_tags", "with_default_owners", "PAGE_COLUMN_DOCS", "PAGE_KINDS"]
 
 PAGE_KINDS = {"taobao", "parquet"}
 
@@ -123,3 +126,22 @@ def freshness_policy(timeline: Timeline) -> dg.FreshnessPolicy:
 def check_description(stream: Stream, table_asset: str) -> str:
     return (f"Warns when records of the partition failed validation and went to the quarantine table "
             f"instead of {table_asset} (one evaluation per {stream.title} partition; loading continues).")
+
+
+def with_default_owners(build: Callable[[Settings], dg.Definitions]) -> Callable[[Settings], dg.Definitions]:
+    """``build`` whose every asset without owners gets the configured ones (``owners:``), whichever module
+    made it: the catalog never shows an asset nobody answers for."""
+
+    @functools.wraps(build)
+    def wrapper(settings: Settings) -> dg.Definitions:
+        owners = list(settings.config.owners)
+
+        def own(spec: dg.AssetSpec) -> dg.AssetSpec:
+            return spec if spec.owners else spec.replace_attributes(owners=owners)
+
+        # Dagster marks Definitions.map_asset_specs as a preview: a note for its developers, not operators.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.PreviewWarning)
+            return build(settings).map_asset_specs(func=own)
+
+    return wrapper

@@ -115,7 +115,6 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
         check_specs=check_specs, can_subset=True,
         specs=[dg.AssetSpec(RECONCILE_ASSET, skippable=True, group_name=GROUP, kinds={"taobao", *table_kinds(settings.warehouse_url)},
                             metadata=asset_spec_metadata(["reconciliation_daily"]),
-                            owners=list(settings.config.owners),
                             description=(
             "Each shop's Asia/Shanghai day checked against the platform (每日对账): the platform's count "
             "against the warehouse's and, when they differ, the day's records listed cheaply, diffed, and "
@@ -237,7 +236,6 @@ def _degraded_pull_asset(settings: Settings, timeline: Timeline,
         name="degraded_pull", partitions_def=shops, backfill_policy=dg.BackfillPolicy.single_run(), can_subset=True,
         specs=[dg.AssetSpec(DEGRADED_ASSET, skippable=True, group_name=GROUP,
                             kinds={"taobao", *table_kinds(settings.warehouse_url)},
-                            owners=list(settings.config.owners),
                             metadata=asset_spec_metadata([t for s in streams for t in s.tables]),
                             description=(
             "The degraded full pull (降级全量): while a shop's failure-rate breaker is open, its "
