@@ -154,7 +154,8 @@ def test_the_terminal_shows_no_warning_and_no_debug_line(ui: UI) -> None:
 
 def _render(url: str) -> str:
     """The page's DOM once its scripts ran (headless Chromium, up to 20 s of virtual time)."""
-    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+    # A tall window: the catalog renders only the rows in view.
+    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,6000",
                            "--disable-dev-shm-usage", "--dump-dom", "--virtual-time-budget=20000", url],
                           capture_output=True, text=True, timeout=60, check=True).stdout
 

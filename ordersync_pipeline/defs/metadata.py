@@ -32,7 +32,7 @@ from ordersync_pipeline.warehouse.tables import metadata as warehouse_metadata
 from ordersync_pipeline.warehouse.types import Money, UTCDateTime
 
 __all__ = ["asset_spec_metadata", "column_schema", "page_schema", "table_kinds", "check_description",
-           "freshness_policy", "asset_tags", "with_default_owners", "PAGE_COLUMN_DOCS", "PAGE_KINDS"]
+           "freshness_policy", "asset_tags", "user_facing", "PAGE_COLUMN_DOCS", "PAGE_KINDS"]
 
 PAGE_KINDS = {"taobao", "parquet"}
 
@@ -128,9 +128,11 @@ def check_description(stream: Stream, table_asset: str) -> str:
             f"instead of {table_asset} (one evaluation per {stream.title} partition; loading continues).")
 
 
-def with_default_owners(build: Callable[[Settings], dg.Definitions]) -> Callable[[Settings], dg.Definitions]:
-    """``build`` whose every asset without owners gets the configured ones (``owners:``), whichever module
-    made it: the catalog never shows an asset nobody answers for."""
+def user_facing(build: Callable[[Settings], dg.Definitions]) -> Callable[[Settings], dg.Definitions]:
+    """``build`` as operators should meet it, whichever module made each asset: every asset without owners
+    gets the configured ones (``owners:``), and Dagster's beta note on ``@asset(backfill_policy=...)``,
+    printed once per asset by every process that loads the definitions (the UI's code server, each run),
+    is not shown: single-run backfills are this project's deliberate choice, not something to act on."""
 
     @functools.wraps(build)
     def wrapper(settings: Settings) -> dg.Definitions:
@@ -139,8 +141,10 @@ def with_default_owners(build: Callable[[Settings], dg.Definitions]) -> Callable
         def own(spec: dg.AssetSpec) -> dg.AssetSpec:
             return spec if spec.owners else spec.replace_attributes(owners=owners)
 
-        # Dagster marks Definitions.map_asset_specs as a preview: a note for its developers, not operators.
         with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Parameter `backfill_policy` .* is currently in beta",
+                                    category=dg.BetaWarning)
+            # Dagster marks Definitions.map_asset_specs as a preview: a note for its developers.
             warnings.simplefilter("ignore", dg.PreviewWarning)
             return build(settings).map_asset_specs(func=own)
 
