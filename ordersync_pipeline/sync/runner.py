@@ -255,10 +255,27 @@ class SyncRunner:
 
     def _fetch(self, outcomes: list[PartitionOutcome]) -> None:
         """Fetch the partitions of ``outcomes`` (one, or several coalesced into one window) into the lake;
-        a failure is every one of theirs, recorded on each (never raised)."""
+        a failure is recorded on each partition it concerns (never raised).
+
+        A coalesced window that keeps failing for a reason that may heal (a truncated page, a window
+        still settling) is fetched again partition by partition, so the failure stays with the partition
+        it belongs to; one that cannot heal (a refused session) fails them all at once, no call wasted."""
+        self._fetch_together(outcomes)
+        lead = outcomes[0]
+        if len(outcomes) == 1 or lead.ok or not lead.transient:
+            return
+        log.warning("%s (+%d coalesced): fetching its partitions one by one", lead.task.label, len(outcomes) - 1)
+        for outcome in outcomes:
+            shared_seconds = outcome.fetch_seconds
+            outcome.error, outcome.transient, outcome.fetched_with = None, False, 1
+            self._fetch_together([outcome])
+            outcome.fetch_seconds += shared_seconds
+
+    def _fetch_together(self, outcomes: list[PartitionOutcome]) -> None:
         lead = outcomes[0]
         tasks = [outcome.task for outcome in outcomes]
         started = time.perf_counter()
+        calls_before = [(o.api_calls, o.api_errors) for o in outcomes]
         if self._calls is not None:
             self._calls.bind(lead)
         try:
@@ -287,8 +304,11 @@ class SyncRunner:
         finally:
             if self._calls is not None:
                 self._calls.bind(None)
-            _spread(outcomes, calls=lead.api_calls, errors=lead.api_errors,
-                    seconds=time.perf_counter() - started)
+            # The calls this fetch made were counted on the lead; spread them over the partitions.
+            calls = lead.api_calls - calls_before[0][0]
+            errors = lead.api_errors - calls_before[0][1]
+            lead.api_calls, lead.api_errors = calls_before[0]
+            _spread(outcomes, calls=calls, errors=errors, seconds=time.perf_counter() - started)
 
     def _fetch_once(self, tasks: Sequence[PartitionTask]) -> list[LakeManifest]:
         if self._sessions is None:
@@ -321,11 +341,11 @@ class SyncRunner:
 
 
 def _spread(outcomes: Sequence[PartitionOutcome], *, calls: int, errors: int, seconds: float) -> None:
-    """A shared fetch's calls, errors and time spread over its partitions (sums stay true)."""
+    """A shared fetch's calls, errors and time added to its partitions' in even shares (sums stay true)."""
     n = len(outcomes)
     for i, outcome in enumerate(outcomes):
-        outcome.api_calls = calls // n + (1 if i < calls % n else 0)
-        outcome.api_errors = errors // n + (1 if i < errors % n else 0)
+        outcome.api_calls += calls // n + (1 if i < calls % n else 0)
+        outcome.api_errors += errors // n + (1 if i < errors % n else 0)
         outcome.fetch_seconds = seconds / n
 
 
