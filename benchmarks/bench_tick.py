@@ -52,8 +52,9 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=8)
     ap.add_argument("--orders-per-day", type=int, default=200, help="per simulator seller")
     ap.add_argument("--profile", default=None)
-    ap.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="sqlite",
-                    help="the embedded SQLite default, or PostgreSQL (a fresh database, dropped after)")
+    ap.add_argument("--dagster-storage", choices=["sqlite", "sqlite-unpooled", "postgres"], default="sqlite",
+                    help="the embedded SQLite default; the same with Dagster's own SQLite event log (as before "
+                         "issue 9); or PostgreSQL (a fresh database, dropped after)")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="ordersync-tick-"))
@@ -84,6 +85,13 @@ def main() -> None:
         for name in ("ORDERSYNC_REDIS_URL", "ORDERSYNC_WAREHOUSE_URL", "DAGSTER_HOME", "ORDERSYNC_LAKE_URL"):
             os.environ.pop(name, None)
         if pg_db:
+            os.environ["DAGSTER_HOME"] = str(home / "dagster")
+        if args.dagster_storage == "sqlite-unpooled":
+            from ordersync_pipeline.app.instance import DAGSTER_YAML
+
+            (home / "dagster").mkdir()
+            (home / "dagster" / "dagster.yaml").write_text(DAGSTER_YAML.replace("# Written by ordersync", "# copy"),
+                                                           encoding="utf-8")
             os.environ["DAGSTER_HOME"] = str(home / "dagster")
         import dagster as dg
 
