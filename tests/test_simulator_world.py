@@ -249,8 +249,14 @@ def test_refunds_logistics_and_inventory(sim: Simulator, probe: Probe) -> None:
     truth = sim.world.refunds("shop-1")
     assert {r["status"] for r in truth} == {"WAIT_SELLER_AGREE", "SUCCESS"}
     body = probe.call("taobao.refunds.receive.get", session, fields="refund_id,tid,oid,status,modified,refund_fee",
-                      page_size=100)["refunds_receive_get_response"]
+                      page_size=100, type="fixed,auction,step,tmall_i18n")["refunds_receive_get_response"]
     assert body["total_results"] == len(truth)
+    # Without ``type`` the API lists its default types only: guarantee_trade (fixed + auction) and
+    # auto_delivery (top-api.md 3.6), as trades.sold.get does with its own defaults.
+    default = probe.call("taobao.refunds.receive.get", session, fields="refund_id,tid", page_size=100,
+                         )["refunds_receive_get_response"]
+    guaranteed = [r for r in truth if (sim.world.trade(r["tid"]) or {}).get("type") in ("fixed", "auction")]
+    assert 0 < default["total_results"] == len(guaranteed) < len(truth)
     got = body["refunds"]["refund"]
     assert isinstance(got[0]["refund_id"], str) and got[0]["tid"] > 2**53
     one = probe.call("taobao.refund.get", session, fields="refund_id,status,tid", refund_id=got[0]["refund_id"])

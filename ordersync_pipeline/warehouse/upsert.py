@@ -175,6 +175,8 @@ def _pg_copy_type(column: sa.Column[Any]) -> str:
         return "int4"
     if isinstance(kind, (sa.String, sa.Text)):
         return "text"
+    if isinstance(kind, sa.Boolean):
+        return "bool"
     raise TypeError(f"no COPY type for {column.table.name}.{column.name} ({kind!r})")
 
 
