@@ -200,7 +200,9 @@ def snapshot(url: str, table_keys: Sequence[tuple[str, str]] = (("trades", "tid"
     engine = sa.create_engine(url)
     try:
         inspector = sa.inspect(engine)
-        columns = {table: [c["name"] for c in inspector.get_columns(table) if c["name"] not in ("synced_at", "fetched_at")]
+        quote = engine.dialect.identifier_preparer.quote  # refunds."desc" is an SQL keyword
+        columns = {table: [quote(c["name"]) for c in inspector.get_columns(table)
+                           if c["name"] not in ("synced_at", "fetched_at")]
                    for table, _ in table_keys}
     finally:
         engine.dispose()
