@@ -122,3 +122,24 @@ def test_refund_rows_keep_their_types_and_the_desc_column(wh: Warehouse) -> None
     assert int(row["refund_id"]) == REFUND_A and int(row["tid"]) == TID
     assert row["desc"] == "" and bool(row["has_good_return"]) is False and row["reason"] == "不想要了"
     assert row["modified"].replace(tzinfo=row["modified"].tzinfo or timezone.utc) is not None
+
+
+def test_the_documented_refund_queries_run_on_every_backend(wh: Warehouse) -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "warehouse.md").read_text()
+    section = doc[doc.index("### Refund queries"):]
+    queries = re.findall(r"```sql\n(.*?)```", section, re.DOTALL)
+    assert len(queries) == 4
+    _load_trade(wh, minutes=10, refund_status="NO_REFUND")
+    _load_refund(wh, minutes=20, status="SUCCESS")
+    results = []
+    with wh.engine.connect() as conn:
+        for sql in queries:
+            results.append(conn.execute(sa.text(sql.strip().rstrip(";"))).all())
+    rate, by_sku, net, open_refunds = results
+    assert [(shop, trades, refunded) for shop, _, trades, refunded, _ in rate] == [("shop-1", 1, 1)]
+    assert [(row[2], row[5]) for row in by_sku] == [("sku-a", 1)]
+    assert sorted((row[1], int(row[3]), int(row[4])) for row in net) == [("sku-a", 2, 0), ("sku-b", 1, 1)]
+    assert open_refunds == []
