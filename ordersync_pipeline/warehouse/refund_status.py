@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ordersync_pipeline.warehouse.tables import refunds, trade_orders
+from ordersync_pipeline.warehouse.upsert import in_keys
 
 __all__ = ["apply_refunds"]
 
@@ -38,9 +39,9 @@ _CHUNK = 5000
 def _newest_refunds(conn: Connection, oids: Sequence[int]) -> dict[int, tuple[datetime, int, str]]:
     newest: dict[int, tuple[datetime, int, str]] = {}
     query = sa.select(refunds.c.oid, refunds.c.modified, refunds.c.refund_id, refunds.c.status).where(
-        refunds.c.oid.in_(sa.bindparam("oids", expanding=True)))
+        in_keys(conn.dialect.name, refunds.c.oid.type, refunds.c.oid))
     for start in range(0, len(oids), _CHUNK):
-        for oid, modified, refund_id, status in conn.execute(query, {"oids": list(oids[start:start + _CHUNK])}):
+        for oid, modified, refund_id, status in conn.execute(query, {"keys": list(oids[start:start + _CHUNK])}):
             held = newest.get(int(oid))
             candidate = (modified, int(refund_id), str(status))
             if held is None or candidate[:2] > held[:2]:
@@ -59,11 +60,11 @@ def apply_refunds(conn: Connection, oids: Iterable[Any]) -> int:
         return 0
     lines = sa.select(trade_orders.c.oid, trade_orders.c.modified, trade_orders.c.refund_modified,
                       trade_orders.c.refund_status).where(
-        trade_orders.c.oid.in_(sa.bindparam("oids", expanding=True)))
+        in_keys(conn.dialect.name, trade_orders.c.oid.type, trade_orders.c.oid))
     keys = sorted(newest)
     due: list[dict[str, Any]] = []
     for start in range(0, len(keys), _CHUNK):
-        for oid, line_modified, refund_modified, status in conn.execute(lines, {"oids": keys[start:start + _CHUNK]}):
+        for oid, line_modified, refund_modified, status in conn.execute(lines, {"keys": keys[start:start + _CHUNK]}):
             modified, _, refund_status = newest[int(oid)]
             since = refund_modified if refund_modified is not None else line_modified
             if modified >= since and (status != refund_status or refund_modified != modified):

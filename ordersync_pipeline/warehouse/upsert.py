@@ -245,7 +245,7 @@ def _pg_merge_statement(table: sa.Table, key: str, staging: str) -> sa.Executabl
     )
 
 
-def _in_keys(dialect_name: str, key_type: sa.types.TypeEngine[Any],
+def in_keys(dialect_name: str, key_type: sa.types.TypeEngine[Any],
              column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     """``column IN (:keys)``. On PostgreSQL ``column = ANY(:keys)``: one array parameter, where
     psycopg spends ~10 ms of Python splitting a query with 2,000 placeholders (measured; the query
@@ -286,8 +286,8 @@ def delete_superseded_children(conn: Connection, child: sa.Table, key: str, pare
     )
     key_type = child.c[column].type
     stale = (sa.select(child.c[key]).join(stored, stored.c[column] == child.c[column])
-             .where(_in_keys(conn.dialect.name, key_type, child.c[column]),
-                    _in_keys(conn.dialect.name, key_type, stored.c[column]), older, brought_children))
+             .where(in_keys(conn.dialect.name, key_type, child.c[column]),
+                    in_keys(conn.dialect.name, key_type, stored.c[column]), older, brought_children))
     if conn.dialect.name == "postgresql":
         # This is a lookup by key; make sure PostgreSQL plans it as one (measured on
         # bench_warehouse.py batches: 26 ms a batch without these, 2.7 ms with them):
