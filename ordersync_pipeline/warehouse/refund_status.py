@@ -16,6 +16,10 @@ it was taken from. So the line's state is as of ``COALESCE(refund_modified, modi
 
 Several refunds of one line (one closed, a later one opened) resolve to the newest by ``modified``
 (then refund_id). The UPDATE repeats the guard, so concurrent loaders cannot roll a line back either.
+A trade batch's read of ``refunds`` could miss a refund committed by a concurrent transaction after its
+snapshot began (MariaDB's REPEATABLE READ); the sync loads MariaDB in one thread, and that refund's own
+transaction then updates the line once the trade batch commits (it waits on the line's row lock), so
+the line still converges.
 """
 
 from __future__ import annotations
