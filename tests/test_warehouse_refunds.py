@@ -143,3 +143,33 @@ def test_the_documented_refund_queries_run_on_every_backend(wh: Warehouse) -> No
     assert [(row[2], row[5]) for row in by_sku] == [("sku-a", 1)]
     assert sorted((row[1], int(row[3]), int(row[4])) for row in net) == [("sku-a", 2, 0), ("sku-b", 1, 1)]
     assert open_refunds == []
+
+
+def test_a_trade_batch_waits_for_a_refund_batch_in_flight_on_postgresql(pg_url: str) -> None:
+    # Without the lock, a trade batch and a refund batch of the same line, committing at once, would each
+    # miss the other's uncommitted row and the line would keep the older state.
+    import threading
+
+    from ordersync_pipeline.warehouse.refund_status import lock_refund_state
+
+    wh = Warehouse(pg_url)
+    wh.migrate()
+    try:
+        loaded = threading.Event()
+        with wh.engine.connect() as conn, conn.begin():
+            lock_refund_state(conn, {"refunds"})
+            worker = threading.Thread(target=lambda: (_load_trade(wh, minutes=10, refund_status="NO_REFUND"),
+                                                      loaded.set()))
+            worker.start()
+            assert not loaded.wait(0.5), "the trade batch must wait for the refund batch"
+            # The refund batch's own writes, in the transaction holding the lock.
+            batch = normalize_refunds("shop-1", [{"refund_id": str(REFUND_A), "tid": TID, "oid": OID,
+                                                  "status": "SUCCESS", "modified": _at(20)}],
+                                      fetched_at=T0 + timedelta(minutes=21), synced_at=T0 + timedelta(minutes=21),
+                                      source="increment")
+            conn.execute(sa.insert(sa.Table("refunds", sa.MetaData(), autoload_with=conn)), batch.rows["refunds"])
+        worker.join(timeout=30)
+        assert loaded.is_set()
+        assert _line(wh) == ("SUCCESS",)
+    finally:
+        wh.dispose()

@@ -16,10 +16,14 @@ it was taken from. So the line's state is as of ``COALESCE(refund_modified, modi
 
 Several refunds of one line (one closed, a later one opened) resolve to the newest by ``modified``
 (then refund_id). The UPDATE repeats the guard, so concurrent loaders cannot roll a line back either.
-A trade batch's read of ``refunds`` could miss a refund committed by a concurrent transaction after its
-snapshot began (MariaDB's REPEATABLE READ); the sync loads MariaDB in one thread, and that refund's own
-transaction then updates the line once the trade batch commits (it waits on the line's row lock), so
-the line still converges.
+
+Concurrent writers: a trade batch inserting a line and a refund batch inserting that line's refund, at
+once, would each miss the other's uncommitted row (write skew across two tables), and the line would keep
+the older state. On PostgreSQL, where loader processes run side by side, ``lock_refund_state`` prevents
+it: a transaction writing refunds takes an exclusive transaction-level advisory lock before any write,
+one writing order lines a shared one, so trade batches still run in parallel with each other while a
+refund batch runs alone, and whichever runs later reads the other's committed rows (READ COMMITTED
+reads each statement afresh). SQLite has one writer at a time; MariaDB is loaded by one thread.
 """
 
 from __future__ import annotations
@@ -34,10 +38,21 @@ from sqlalchemy.engine import Connection
 from ordersync_pipeline.warehouse.tables import refunds, trade_orders
 from ordersync_pipeline.warehouse.upsert import in_keys
 
-__all__ = ["apply_refunds"]
+__all__ = ["apply_refunds", "lock_refund_state", "REFUND_STATE_LOCK"]
 
 # Keys per IN list (SQLite allows 32766 variables).
 _CHUNK = 5000
+# PostgreSQL advisory lock key of the refund state ("ordersync refund_status", arbitrary but fixed).
+REFUND_STATE_LOCK = 0x0DE5_7EF0_0001
+
+
+def lock_refund_state(conn: Connection, tables: set[str]) -> None:
+    """PostgreSQL only, first in the transaction: exclusive when it writes ``refunds``, shared when it
+    writes ``trade_orders`` (see the module docstring); nothing for other tables."""
+    if "refunds" in tables:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": REFUND_STATE_LOCK})
+    elif "trade_orders" in tables:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": REFUND_STATE_LOCK})
 
 
 def _newest_refunds(conn: Connection, oids: Sequence[int]) -> dict[int, tuple[datetime, int, str]]:

@@ -26,7 +26,7 @@ from ordersync_pipeline.warehouse import ledger, migrator
 from ordersync_pipeline.warehouse.connect import create_warehouse_engine
 from ordersync_pipeline.warehouse.ledger import CallStats, CompletedWindow
 from ordersync_pipeline.warehouse.privacy import scrub_detail
-from ordersync_pipeline.warehouse.refund_status import apply_refunds
+from ordersync_pipeline.warehouse.refund_status import apply_refunds, lock_refund_state
 from ordersync_pipeline.warehouse.tables import (
     MONOTONIC_TABLES,
     Monotonic,
@@ -166,6 +166,8 @@ class Warehouse:
         with self.engine.connect() as conn:
             self._strategy.prepare(conn, [load.table for load in loads if load.rows])
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    lock_refund_state(conn, {load.table.name for load in loads if load.rows})
                 self._write_in(conn, loads)
 
     def _write_in(self, conn: sa.Connection, loads: Sequence[_Load]) -> None:
