@@ -43,8 +43,8 @@ def test_one_tick_one_run_every_shop_and_a_failing_shop_fails_alone(tmp_path: Pa
     key = (ANCHOR + timedelta(hours=9, minutes=45)).strftime("%Y-%m-%d-%H:%M")
     assert not result.success                                    # the run names its failed partition ...
     assert sorted(partition_metadata(result, "trades")) == [f"shop-1|{key}", f"shop-3|{key}"]
-    recorded = query(sqlite_url, "SELECT shop_id, partition_key FROM sync_windows ORDER BY shop_id")
-    assert recorded == [("shop-1", key), ("shop-3", key)]        # ... and only the others are complete
+    recorded = query(sqlite_url, "SELECT stream, shop_id, partition_key FROM sync_windows ORDER BY stream, shop_id")
+    assert recorded == [(stream, shop, key) for stream in ("refunds", "trades") for shop in ("shop-1", "shop-3")]
     warehouse = open_warehouse(sqlite_url)
     rects = plan_runs(settings, timeline_for(settings), warehouse, start=ANCHOR + timedelta(hours=9, minutes=45),
                       end=ANCHOR + timedelta(hours=10), now=tick)
