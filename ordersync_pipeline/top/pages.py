@@ -19,7 +19,7 @@ from typing import Any
 from ordersync_pipeline.top.envelope import LIST_WRAPPERS, parse_body, unwrap_list, unwrap_nested
 from ordersync_pipeline.top.errors import MalformedResponseError
 
-__all__ = ["Page", "ListShape", "TRADES", "REFUNDS", "ListContent", "list_from_response",
+__all__ = ["Page", "ListShape", "TRADES", "REFUNDS", "ITEMS", "ListContent", "list_from_response",
            "parse_list_body"]
 
 
@@ -44,6 +44,8 @@ class ListShape:
 
 TRADES = ListShape(list_key="trades", item_key="trade", nested=("orders",), single_key="trade")
 REFUNDS = ListShape(list_key="refunds", item_key="refund", single_key="refund")
+# taobao.items.onsale.get: ``{"items": {"item": [{..., "skus": {"sku": [...]}}]}}``.
+ITEMS = ListShape(list_key="items", item_key="item", nested=("skus",))
 
 
 @dataclass(frozen=True)
