@@ -186,6 +186,7 @@ def collect_stock(warehouse: Warehouse, shops: Sequence[str], day: date, *, back
     summary.units_suggested = int(ordering["suggested_qty"].sum()) if len(ordering) else 0
     if len(ordering):
         ordering = ordering.sort_values(["suggested_qty", "shop_id", "sku_key"], ascending=[False, True, True])
-        summary.top = [(str(r.shop_id), str(r.sku_key), int(r.suggested_qty), str(r.reason))
-                       for r in ordering.head(top).itertuples(index=False)]
+        head = ordering.head(top)
+        summary.top = [(str(shop), str(sku), int(qty), str(reason)) for shop, sku, qty, reason in zip(
+            head["shop_id"], head["sku_key"], head["suggested_qty"].astype("int64"), head["reason"])]
     return summary

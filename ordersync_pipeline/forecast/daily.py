@@ -33,6 +33,7 @@ from ordersync_pipeline.forecast.freeze import presale_freezes
 from ordersync_pipeline.forecast.keys import sku_keys
 from ordersync_pipeline.forecast.replenish import ReplenishSettings, replenishment_suggestions
 from ordersync_pipeline.forecast.sales import DailySales, build_daily_sales
+from ordersync_pipeline.warehouse import Warehouse
 
 __all__ = ["FreezeResult", "ForecastResult", "SuggestionResult", "rebuild_freezes", "run_daily_sales",
            "run_sales_forecast", "backtest_day", "run_suggestions", "history_window", "MIN_BACKTEST_DAYS"]
@@ -70,14 +71,14 @@ def history_window(day: date, cfg: ForecastConfig) -> tuple[date, date]:
     return day - timedelta(days=cfg.history_days - 1), day
 
 
-def rebuild_freezes(warehouse: store.Warehouse, shop_ids: Sequence[str]) -> FreezeResult:
+def rebuild_freezes(warehouse: Warehouse, shop_ids: Sequence[str]) -> FreezeResult:
     frame = presale_freezes(store.read_presale_lines(warehouse, shop_ids))
     rows = store.replace_freezes(warehouse, shop_ids, frame)
     open_ = frame[frame["released_at"].isna()] if len(frame) else frame
     return FreezeResult(frame, rows, len(open_), int(open_["quantity"].sum()) if len(open_) else 0)
 
 
-def run_daily_sales(warehouse: store.Warehouse, shop_ids: Sequence[str], day: date,
+def run_daily_sales(warehouse: Warehouse, shop_ids: Sequence[str], day: date,
                     cfg: ForecastConfig) -> DailySales:
     start, end = history_window(day, cfg)
     lines = store.read_order_lines(warehouse, shop_ids, start=start, end=end)
@@ -87,7 +88,7 @@ def run_daily_sales(warehouse: store.Warehouse, shop_ids: Sequence[str], day: da
     return sales
 
 
-def run_sales_forecast(warehouse: store.Warehouse, shop_ids: Sequence[str], day: date,
+def run_sales_forecast(warehouse: Warehouse, shop_ids: Sequence[str], day: date,
                        cfg: ForecastConfig) -> ForecastResult:
     from ordersync_pipeline.forecast.model import ForecastSettings, forecast_sales  # statsforecast: slow import
 
@@ -113,7 +114,7 @@ def backtest_day(daily: pd.DataFrame, day: date) -> object | None:
     return result if len(result.points) else None
 
 
-def run_suggestions(warehouse: store.Warehouse, shop_ids: Sequence[str], day: date, cfg: ForecastConfig,
+def run_suggestions(warehouse: Warehouse, shop_ids: Sequence[str], day: date, cfg: ForecastConfig,
                     reports_dir: Path | None) -> SuggestionResult:
     forecast = store.read_forecast(warehouse, shop_ids, as_of=day)
     inventory = store.read_inventory(warehouse, shop_ids)
