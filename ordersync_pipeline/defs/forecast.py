@@ -47,6 +47,7 @@ SALES_ASSET = "daily_sales"
 FORECAST_ASSET = "sales_forecast"
 SUGGESTIONS_ASSET = "replenishment_suggestions"
 GROUP = "forecast"
+SINGLE_RUN = dg.BackfillPolicy.single_run()
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _snapshot_asset(settings: Settings, snapshot: Snapshot) -> dg.AssetsDefiniti
     shop_ids = settings.shop_ids
     page_size = settings.config.sync.page_size
 
-    @dg.asset(name=snapshot.asset, group_name=GROUP, kinds={"taobao", *table_kinds(settings.warehouse_url)},
+    @dg.asset(name=snapshot.asset, group_name=GROUP, backfill_policy=SINGLE_RUN, kinds={"taobao", *table_kinds(settings.warehouse_url)},
               description=snapshot.description, metadata=asset_spec_metadata(snapshot.table))
     def _take(context: dg.AssetExecutionContext, top: dg.ResourceParam[Gateway],
               warehouse: dg.ResourceParam[Warehouse], lake: dg.ResourceParam[PageLake]) -> dg.MaterializeResult[Any]:
@@ -114,7 +115,7 @@ def _freeze_asset(settings: Settings) -> dg.AssetsDefinition:
     shop_ids = settings.shop_ids
     trade_tables = [t for s in STREAMS if s.name == "trades" for t in s.assets.tables["increment"]]
 
-    @dg.asset(name=FREEZE_ASSET, group_name=GROUP, kinds=table_kinds(settings.warehouse_url),
+    @dg.asset(name=FREEZE_ASSET, group_name=GROUP, backfill_policy=SINGLE_RUN, kinds=table_kinds(settings.warehouse_url),
               deps=trade_tables, metadata=asset_spec_metadata(FREEZE_ASSET),
               description=(
                   "Stock held by presale deposits (预售): one row per order line of a step trade whose deposit is "
@@ -128,15 +129,16 @@ def _freeze_asset(settings: Settings) -> dg.AssetsDefinition:
     return inventory_freeze
 
 
-def _day(context: dg.AssetExecutionContext) -> date:
-    return date.fromisoformat(context.partition_key)
+def _days(context: dg.AssetExecutionContext) -> list[date]:
+    """The run's days, oldest first (a backfill of many days is one run)."""
+    return sorted(date.fromisoformat(key) for key in context.partition_keys)
 
 
 def _daily_sales_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     cfg, shop_ids = settings.config.forecast, settings.shop_ids
     upstream = [t for s in STREAMS for t in s.assets.tables["increment"]]
 
-    @dg.asset(name=SALES_ASSET, group_name=GROUP, partitions_def=days, deps=upstream,
+    @dg.asset(name=SALES_ASSET, group_name=GROUP, partitions_def=days, deps=upstream, backfill_policy=SINGLE_RUN,
               kinds=table_kinds(settings.warehouse_url), metadata=asset_spec_metadata(SALES_ASSET),
               description=(
                   "Units and revenue per shop, SKU and Asia/Shanghai day, gross and net of successful refunds "
@@ -145,8 +147,9 @@ def _daily_sales_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -
                   "to its day (forecast/sales.py)."))
     def daily_sales(context: dg.AssetExecutionContext,
                     warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult[Any]:
-        day = _day(context)
-        sales = run.run_daily_sales(warehouse, shop_ids, day, cfg)
+        days = _days(context)
+        day = days[-1]  # one rebuild covers the range: the history window of the first day to the last
+        sales = run.run_daily_sales(warehouse, shop_ids, day, cfg, first=days[0])
         frame = sales.frame
         on_day = frame[frame["day"] == day] if len(frame) else frame
         return dg.MaterializeResult(metadata={
@@ -168,6 +171,7 @@ def _forecast_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -> d
     snapshot_assets = [s.asset for s in SNAPSHOTS]
 
     @dg.asset(name=FORECAST_ASSET, group_name=GROUP, partitions_def=days, deps=[SALES_ASSET, *snapshot_assets],
+              backfill_policy=SINGLE_RUN,
               kinds=table_kinds(settings.warehouse_url), metadata=asset_spec_metadata(FORECAST_ASSET),
               check_specs=[dg.AssetCheckSpec(BACKTEST_CHECK, asset=FORECAST_ASSET, description=(
                   "Rolling-origin backtest over the last four weeks up to the partition's day: the model's WAPE "
@@ -179,10 +183,11 @@ def _forecast_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -> d
                   "the baseline; the model column names the method or the fallback (forecast/model.py)."))
     def sales_forecast(context: dg.AssetExecutionContext,
                        warehouse: dg.ResourceParam[Warehouse]) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        day = _day(context)
-        result = run.run_sales_forecast(warehouse, shop_ids, day, cfg)
+        days = _days(context)
+        for day in days:  # a range is one run; the metadata and the check are the newest day's
+            result = run.run_sales_forecast(warehouse, shop_ids, day, cfg)
         yield dg.MaterializeResult(metadata={
-            "as_of": day.isoformat(), "rows": result.rows, "dagster/row_count": result.rows,
+            "as_of": day.isoformat(), "days_in_run": len(days), "rows": result.rows, "dagster/row_count": result.rows,
             "skus_by_model": ", ".join(f"{k}: {v}" for k, v in sorted(result.models.items())) or "none",
             "catalogue": "newest inventory snapshot" if result.catalogue_known else "unknown (no snapshot yet)"})
         yield backtest_check(result.daily, day)
@@ -224,7 +229,7 @@ def _suggestions_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -
     snapshot_assets = [s.asset for s in SNAPSHOTS]
     reports = settings.home / "reports"
 
-    @dg.asset(name=SUGGESTIONS_ASSET, group_name=GROUP, partitions_def=days,
+    @dg.asset(name=SUGGESTIONS_ASSET, group_name=GROUP, partitions_def=days, backfill_policy=SINGLE_RUN,
               deps=[FORECAST_ASSET, FREEZE_ASSET, *snapshot_assets], kinds=table_kinds(settings.warehouse_url),
               metadata=asset_spec_metadata(SUGGESTIONS_ASSET),
               description=(
@@ -234,12 +239,13 @@ def _suggestions_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -
                   "a chart per top SKU are attached here and written to ORDERSYNC_HOME/reports/<day>/."))
     def replenishment_suggestions(context: dg.AssetExecutionContext,
                                   warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult[Any]:
-        day = _day(context)
-        result = run.run_suggestions(warehouse, shop_ids, day, cfg, reports / day.isoformat())
+        days = _days(context)
+        for day in days:  # a range is one run; the metadata is the newest day's
+            result = run.run_suggestions(warehouse, shop_ids, day, cfg, reports / day.isoformat())
         frame = result.frame
         ordering = frame[frame["suggested_qty"] > 0]
         return dg.MaterializeResult(metadata={
-            "as_of": day.isoformat(), "rows": result.rows, "dagster/row_count": result.rows,
+            "as_of": day.isoformat(), "days_in_run": len(days), "rows": result.rows, "dagster/row_count": result.rows,
             "skus_to_reorder": len(ordering), "units_suggested": int(ordering["suggested_qty"].sum()),
             "report": dg.MetadataValue.path(str(result.report_paths[0])) if result.report_paths else "none",
             "top_suggestions": dg.MetadataValue.md(result.markdown)})

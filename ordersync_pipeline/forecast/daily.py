@@ -78,9 +78,10 @@ def rebuild_freezes(warehouse: Warehouse, shop_ids: Sequence[str]) -> FreezeResu
     return FreezeResult(frame, rows, len(open_), int(open_["quantity"].sum()) if len(open_) else 0)
 
 
-def run_daily_sales(warehouse: Warehouse, shop_ids: Sequence[str], day: date,
-                    cfg: ForecastConfig) -> DailySales:
-    start, end = history_window(day, cfg)
+def run_daily_sales(warehouse: Warehouse, shop_ids: Sequence[str], day: date, cfg: ForecastConfig, *,
+                    first: date | None = None) -> DailySales:
+    """Rebuild daily_sales over the history window of ``day`` (of ``first`` to ``day`` for a range)."""
+    start, end = history_window(first or day, cfg)[0], day
     lines = store.read_order_lines(warehouse, shop_ids, start=start, end=end)
     refunds = store.read_refunds(warehouse, shop_ids, start=start, end=end)
     sales = build_daily_sales(lines, refunds, start=start, end=end)
