@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from pipeline_support import ANCHOR, HISTORY_DAYS, history_keys, query, run, sim_settings
+from pipeline_support import ANCHOR, HISTORY_DAYS, history_keys, query, run, sim_config, sim_settings
 
 from ordersync_pipeline.defs import build_definitions
 from ordersync_pipeline.defs.forecast import (BACKTEST_CHECK, FORECAST_JOB, FORECAST_SCHEDULE, INVENTORY_JOB,
@@ -22,6 +22,7 @@ from ordersync_pipeline.defs.forecast import (BACKTEST_CHECK, FORECAST_JOB, FORE
 from ordersync_pipeline.forecast.keys import sku_keys
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
+from ordersync_pipeline.timeutil import SHANGHAI
 from ordersync_pipeline.timeutil import now as host_now
 
 SHOPS = ["shop-1", "shop-2"]
@@ -181,3 +182,27 @@ def test_snapshot_sku_keys_match_the_sales_keys(sim: Simulator) -> None:
     sold = set(sku_keys(order_lines_from_trades(shop, sim.world.trades(shop))).dropna())
     assert sold and sold <= stock
 
+
+
+def test_ordersync_sync_ends_with_the_snapshot_freeze_and_forecast_of_the_latest_day(
+        sim: Simulator, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ordersync_pipeline.app.sync import latest_complete_day, run_sync
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    now = host_now().astimezone(SHANGHAI)
+    start = now.replace(minute=now.minute // 15 * 15, second=0, microsecond=0) - timedelta(minutes=30)
+    cfg = sim_config(sim, sync={"start": start.isoformat(), "history_days": 1})
+    settings = Settings.for_config(cfg, home=tmp_path, warehouse_url=sqlite_url, lake_root=str(tmp_path / "lake"))
+    report = run_sync(settings, echo=lambda _: None, show_progress=False)
+    assert report.success, report.render()
+    names = [run.name for run in report.runs]
+    day = latest_complete_day(host_now())
+    assert names[-2:] == ["inventory snapshot+freeze", f"forecast {day.isoformat()}"]
+    stock = report.stock
+    assert stock is not None and stock.day == day.isoformat()
+    listed = sum(len(item["skus"]) for shop in SHOPS for item in sim.world.inventory(shop))
+    assert stock.skus_listed == listed and 0 < stock.skus_in_stock <= listed
+    text = report.render()
+    assert "stock and replenishment" in text and "SKUs in stock:" in text and "backtest:" in text
+    assert query(sqlite_url, "SELECT COUNT(*) FROM replenishment_suggestions WHERE as_of = :d",
+                 d=day.isoformat())[0][0] > 0
