@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,35 @@ def test_the_backtest_check_passes_on_simulator_demand_and_says_why_when_it_cann
     assert figures["model_wape"] < figures["seasonal_naive_wape"] and 0 < figures["coverage"] <= 1
     short = backtest_check(daily[daily["day"] > end - timedelta(days=20)], end)
     assert not short.passed and "not evaluated" in (short.description or "")
+
+
+def test_a_refund_after_the_sale_day_gives_a_negative_net_day_clipped_by_a_stated_rule(
+        sim: Simulator, tmp_path: Path, sqlite_url: str) -> None:
+    from ordersync_pipeline.warehouse.tables import metadata
+
+    if "refunds" not in metadata.tables:
+        pytest.skip("the refunds table comes with the refunds stream (migration 0004_refunds), not merged here yet")
+    settings = sim_settings(sim, tmp_path, sqlite_url)
+    wh = Warehouse(sqlite_url)
+    wh.migrate()
+    trades = [_trade(100 + back, "shop-1", DAY - timedelta(days=back), [(ITEM + 1, "1", 4)]) for back in range(21)]
+    sold = DAY - timedelta(days=3)   # three units of SKU "5" sold, refunded on DAY
+    trades.append(_trade(200, "shop-1", sold, [(ITEM + 5, "5", 3)]))
+    _load(wh, "shop-1", trades)
+    refunded = datetime(DAY.year, DAY.month, DAY.day, 15, tzinfo=SHANGHAI)
+    now = datetime.now(timezone.utc)
+    wh.upsert("refunds", [{"refund_id": 9001, "shop_id": "shop-1", "tid": 200, "oid": 2000, "status": "SUCCESS",
+                           "refund_fee": Decimal("10.00"), "modified": refunded, "created": refunded,
+                           "synced_at": now, "fetched_at": now}])
+    result = build_definitions(settings).resolve_job_def(FORECAST_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), partition_key=DAY.isoformat(), raise_on_error=False)
+    assert result.success
+    with wh.engine.connect() as conn:
+        net = conn.execute(sa.text("SELECT units_net FROM daily_sales WHERE sku_key = 'sku:5' AND day = :d"),
+                           {"d": DAY.isoformat()}).scalar_one()
+        units = conn.execute(sa.text("SELECT MIN(lower), MIN(units) FROM sales_forecast WHERE sku_key = 'sku:5'")).one()
+    assert net == -3 and units[0] >= 0 and units[1] >= 0
+    meta = result.asset_materializations_for_node("sales_forecast")[0].metadata
+    assert meta["skus_with_negative_days_clipped"].value == 1
+    assert "negative net day(s) clipped to 0" in meta["sku_notes"].value
+    wh.dispose()

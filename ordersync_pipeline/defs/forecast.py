@@ -189,10 +189,23 @@ def _forecast_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -> d
         yield dg.MaterializeResult(metadata={
             "as_of": day.isoformat(), "days_in_run": len(days), "rows": result.rows, "dagster/row_count": result.rows,
             "skus_by_model": ", ".join(f"{k}: {v}" for k, v in sorted(result.models.items())) or "none",
-            "catalogue": "newest inventory snapshot" if result.catalogue_known else "unknown (no snapshot yet)"})
+            "catalogue": "newest inventory snapshot" if result.catalogue_known else "unknown (no snapshot yet)",
+            "skus_with_negative_days_clipped": result.negative_day_skus,
+            "sku_notes": dg.MetadataValue.md(_notes_table(result.notes))})
         yield backtest_check(result.daily, day)
 
     return sales_forecast
+
+
+def _notes_table(notes: dict[tuple[str, str], str], limit: int = 50) -> str:
+    """The model's notes per SKU (fallbacks, clipped negative days, promotion days replaced) as Markdown."""
+    if not notes:
+        return "_No SKU needed a fallback or a correction._"
+    lines = ["| shop | SKU | note |", "|---|---|---|"]
+    lines += [f"| {shop} | {sku} | {note.replace('|', '/')} |" for (shop, sku), note in sorted(notes.items())[:limit]]
+    if len(notes) > limit:
+        lines.append(f"\n_{len(notes) - limit} more SKU(s) not shown._")
+    return "\n".join(lines)
 
 
 def backtest_check(daily: Any, day: date) -> dg.AssetCheckResult:

@@ -57,6 +57,13 @@ class ForecastResult:
     rows: int
     models: dict[str, int]              # model -> SKUs
     catalogue_known: bool
+    # (shop_id, sku_key) -> the model's note (fallbacks, clipped negative days, replaced promotion days):
+    # the sales_forecast table keeps the columns, so the notes travel in the run's metadata.
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def negative_day_skus(self) -> int:
+        return sum("negative net day" in note for note in self.notes.values())
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,11 @@ def run_sales_forecast(warehouse: Warehouse, shop_ids: Sequence[str], day: date,
     rows = store.replace_forecast(warehouse, shop_ids, frame, as_of=day)
     per_sku = frame.drop_duplicates(["shop_id", "sku_key"]) if len(frame) else frame
     models = {str(k): int(v) for k, v in per_sku["model"].value_counts().items()} if len(frame) else {}
-    return ForecastResult(frame, daily, rows, models, catalogue is not None)
+    notes = {}
+    if len(per_sku):
+        noted = per_sku[per_sku["note"].fillna("").astype(str) != ""]
+        notes = {(str(s), str(k)): str(n) for s, k, n in zip(noted["shop_id"], noted["sku_key"], noted["note"])}
+    return ForecastResult(frame, daily, rows, models, catalogue is not None, notes)
 
 
 def backtest_day(daily: pd.DataFrame, day: date) -> object | None:
