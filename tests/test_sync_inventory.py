@@ -41,21 +41,28 @@ def _session(sim: Simulator) -> str:
 
 
 @pytest.mark.parametrize("simplify", [False, True])
-def test_the_pager_reads_every_item_and_sku(sim: Simulator, simplify: bool) -> None:
+def test_the_pager_reads_every_item_then_its_skus_from_item_skus_get(sim: Simulator, simplify: bool) -> None:
     shop = sim.config().shops[0].shop_id
     truth = sim.world.inventory(shop)
     client = _client(sim, simplify=simplify)
     try:
         pages = list(paging.iter_onsale_pages(client, shop_id=shop, session=_session(sim), taken_at=AT,
                                               fields="num_iid,title,outer_id,price,approve_status,num,skus",
-                                              page_size=7))
+                                              sku_fields="sku_id,num_iid,quantity,outer_id", page_size=7))
     finally:
         client.close()
-    assert [p.page_no for p in pages] == list(range(1, len(pages) + 1)) and len(pages) == -(-len(truth) // 7)
-    items = [item for page in pages for item in page.items]
+    lists = [p for p in pages if p.method == paging.ONSALE_GET]
+    skus = [p for p in pages if p.method == paging.SKUS_GET]
+    assert [p.page_no for p in lists] == list(range(1, len(lists) + 1)) and len(lists) == -(-len(truth) // 7)
+    assert [p.method for p in pages] == [paging.ONSALE_GET, paging.SKUS_GET] * len(lists)  # one SKU call a page
+    items = [item for page in lists for item in page.items]
     assert [i["num_iid"] for i in items] == [i["num_iid"] for i in truth]
-    assert all(isinstance(i["skus"], list) and i["skus"] for i in items)  # unwrapped from {"sku": [...]}
-    assert sum(len(i["skus"]) for i in items) == sum(len(i["skus"]) for i in truth)
+    assert not any("skus" in i for i in items)  # items.onsale.get does not serve SKU detail
+    got = {(s["num_iid"], s["sku_id"]): s["quantity"] for page in skus for s in page.items}
+    assert set(got) == {(i["num_iid"], s["sku_id"]) for i in truth for s in i["skus"]}
+    with pytest.raises(ValueError, match="between 1 and 40"):
+        next(paging.iter_onsale_pages(client, shop_id=shop, session="x", taken_at=AT, fields="num_iid",
+                                      sku_fields="sku_id", page_size=41))
 
 
 def test_items_become_one_row_per_sku_and_bad_records_go_to_quarantine() -> None:
@@ -71,20 +78,22 @@ def test_items_become_one_row_per_sku_and_bad_records_go_to_quarantine() -> None
         {"num_iid": 15, "title": "bad\x00title", "num": 1},
         {"num_iid": 16, "price": "free", "num": 1},
     ]
-    batch = normalize_items("s", items, taken_at=AT)
+    details = [{"num_iid": 21, "sku_id": 801, "quantity": 6, "outer_id": "B1-S"}, {"sku_id": 802}, "junk"]
+    batch = normalize_items("s", [*items, {"num_iid": 21, "title": "袜子", "num": 6}], taken_at=AT, details=details)
     rows = {(r["num_iid"], r["sku_id"]): r for r in batch.rows["inventory_snapshots"]}
-    assert set(rows) == {(11, "501"), (11, "502"), (12, None)}
+    assert set(rows) == {(11, "501"), (11, "502"), (12, None), (21, "801")}
+    assert (rows[(21, "801")]["quantity"], rows[(21, "801")]["outer_sku_id"]) == (6, "B1-S")
     assert rows[(11, "501")]["price"] == Decimal("89.50") and rows[(11, "502")]["price"] == Decimal("99.00")
     assert (rows[(11, "502")]["quantity"], rows[(11, "502")]["outer_sku_id"], rows[(11, "502")]["outer_iid"]) == (
         4, "A1-M", "A1")
     assert (rows[(12, None)]["quantity"], rows[(12, None)]["title"]) == (5, "帽子")
     assert all(r["taken_at"] == AT and r["shop_id"] == "s" for r in rows.values())
     reasons = [q["reason"] for q in batch.quarantine]
-    assert len(reasons) == 6
+    assert len(reasons) == 8 and sum("inventory sku:" in r for r in reasons) == 2
     assert any("outside 0" in r for r in reasons) and any("no num_iid" in r for r in reasons)
     assert any("not an object" in r for r in reasons) and any("whole number" in r for r in reasons)
     assert any("no warehouse can store" in r for r in reasons) and any("not an amount" in r for r in reasons)
-    assert {q["record_key"] for q in batch.quarantine} == {"13", None, "14", "15", "16"}
+    assert {q["record_key"] for q in batch.quarantine} == {"13", None, "14", "15", "16"}  # None: no num_iid
 
 
 def test_a_snapshot_loaded_twice_keeps_one_copy(sim: Simulator, tmp_path: Path, sqlite_url: str) -> None:

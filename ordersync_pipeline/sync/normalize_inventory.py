@@ -1,5 +1,8 @@
-"""``taobao.items.onsale.get`` items -> ``inventory_snapshots`` rows: one per SKU, or one per item sold
-without SKU variants (its ``num`` is the stock then).
+"""``taobao.items.onsale.get`` items and ``taobao.item.skus.get`` SKUs -> ``inventory_snapshots`` rows: one
+per SKU, or one per item sold without SKU variants (its ``num`` is the stock then).
+
+items.onsale.get returns Item's list fields only; the SKUs (with their ``num_iid``) come from
+item.skus.get and are matched to their item here. An item carrying ``skus`` itself is read the same way.
 
 Rows carry the ids ``trade_orders`` carries (``num_iid``, ``sku_id``, ``outer_iid``, ``outer_sku_id``), so
 the two join on num_iid/sku_id and, failing those, on the merchant's outer ids (forecast/keys.py holds the
@@ -20,34 +23,53 @@ from ordersync_pipeline.sync.stream import Batch
 from ordersync_pipeline.top.envelope import parse_money
 from ordersync_pipeline.warehouse.types import escape_unstorable, unstorable_char
 
-__all__ = ["normalize_items", "TABLE", "SOURCE", "ITEM_FIELDS"]
+__all__ = ["normalize_items", "TABLE", "SOURCE", "ITEM_FIELDS", "SKU_FIELDS"]
 
 TABLE = "inventory_snapshots"
 SOURCE = "inventory"
-ITEM_FIELDS = "num_iid,title,outer_id,price,approve_status,num,skus"
+ITEM_FIELDS = "num_iid,title,outer_id,price,approve_status,num"
+SKU_FIELDS = "sku_id,num_iid,outer_id,quantity,price,properties_name"
 
 
 class _Bad(ValueError):
     pass
 
 
-def normalize_items(shop_id: str, items: Sequence[Mapping[str, Any]], *, taken_at: datetime) -> Batch:
-    """Validate and type one page of items; see the module docstring."""
+def normalize_items(shop_id: str, items: Sequence[Mapping[str, Any]], *, taken_at: datetime,
+                    details: Sequence[Any] = ()) -> Batch:
+    """Validate and type a snapshot's items (``details``: its item.skus.get SKUs); see the module docstring."""
     rows: dict[tuple[int, str | None], dict[str, Any]] = {}
     quarantine: list[dict[str, Any]] = []
+
+    def bad(record: Any, what: str, exc: Exception) -> None:
+        key = record.get("num_iid") if isinstance(record, Mapping) else None
+        quarantine.append({"quarantined_at": taken_at, "source": SOURCE, "shop_id": shop_id,
+                           "record_key": None if key is None or isinstance(key, (dict, list))
+                           else escape_unstorable(str(key)[:64]),
+                           "reason": f"inventory {what}: {exc}", "payload": payload_json(record)})
+
+    skus: dict[int, list[Mapping[str, Any]]] = {}
+    for sku in details:
+        try:
+            if not isinstance(sku, Mapping):
+                raise _Bad(f"not an object: {type(sku).__name__}")
+            num_iid = _id(sku.get("num_iid"), "num_iid")
+            if num_iid is None:
+                raise _Bad("a sku has no num_iid")
+            skus.setdefault(num_iid, []).append(sku)
+        except _Bad as exc:
+            bad(sku, "sku", exc)
     for item in items:
         try:
-            for row in _item_rows(shop_id, item, taken_at):
+            for row in _item_rows(shop_id, item, taken_at, skus):
                 rows[(row["num_iid"], row["sku_id"])] = row
         except _Bad as exc:
-            key = item.get("num_iid") if isinstance(item, Mapping) else None
-            quarantine.append({"quarantined_at": taken_at, "source": SOURCE, "shop_id": shop_id,
-                               "record_key": None if key is None else escape_unstorable(str(key)[:64]),
-                               "reason": f"inventory item: {exc}", "payload": payload_json(item)})
+            bad(item, "item", exc)
     return Batch(rows={TABLE: list(rows.values())}, quarantine=quarantine)
 
 
-def _item_rows(shop_id: str, item: Any, taken_at: datetime) -> list[dict[str, Any]]:
+def _item_rows(shop_id: str, item: Any, taken_at: datetime,
+               details: Mapping[int, list[Mapping[str, Any]]]) -> list[dict[str, Any]]:
     if not isinstance(item, Mapping):
         raise _Bad(f"not an object: {type(item).__name__}")
     num_iid = _id(item.get("num_iid"), "num_iid")
@@ -58,6 +80,8 @@ def _item_rows(shop_id: str, item: Any, taken_at: datetime) -> list[dict[str, An
             "approve_status": _text(item.get("approve_status"), "approve_status", 32), "taken_at": taken_at}
     price = _money(item.get("price"), "price")
     skus = item.get("skus")
+    if skus in (None, "", []):
+        skus = details.get(num_iid)
     if skus in (None, "", []):
         return [{**base, "sku_id": None, "outer_sku_id": None, "quantity": _quantity(item.get("num"), "num"),
                  "price": price}]

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import sqlalchemy as sa
 
 from ordersync_pipeline.failures import describe
 from ordersync_pipeline.sync.lake import PageLake
-from ordersync_pipeline.sync.stream import Batch, Snapshot
+from ordersync_pipeline.sync.stream import Snapshot
 from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.tables import metadata
@@ -79,12 +80,16 @@ def load_snapshot(snapshot: Snapshot, *, warehouse: Warehouse, lake: PageLake, s
     """Lake pages of one snapshot -> its rows, replacing any earlier load of the same snapshot."""
     taken_at = taken_at.astimezone(timezone.utc).replace(microsecond=0)
     outcome = SnapshotOutcome(shop_id=shop_id, taken_at=taken_at)
-    batch = Batch()
+    items: list[Any] = []
+    details: list[Any] = []
+    shapes = {snapshot.method: snapshot.shape, **snapshot.detail_shapes}
     for page in lake.read_partition(shop_id=shop_id, stream=dataset(snapshot), partition_key=snapshot_key(taken_at),
-                                    shape=snapshot.shape):
-        batch.extend(snapshot.normalize(shop_id, page.items, taken_at=taken_at))
+                                    shape=shapes):
+        (items if page.method == snapshot.method else details).extend(page.items)
         outcome.pages += 1
         outcome.records += len(page.items)
+    # A catalogue is small (thousands of SKUs): normalised whole, so detail answers meet their items.
+    batch = snapshot.normalize(shop_id, items, taken_at=taken_at, details=details)
     rows = _unique(batch.rows.get(snapshot.table, []))
     table = metadata.tables[snapshot.table]
     with warehouse.engine.begin() as conn:

@@ -120,8 +120,10 @@ class Stream:
 
 
 class SnapshotNormalizer(Protocol):
-    def __call__(self, shop_id: str, items: Sequence[Mapping[str, Any]], *, taken_at: datetime) -> Batch:
-        """Validate and type one page of a listing taken at ``taken_at``; bad records become quarantine rows."""
+    def __call__(self, shop_id: str, items: Sequence[Mapping[str, Any]], *, taken_at: datetime,
+                 details: Sequence[Any] = ()) -> Batch:
+        """Validate and type a whole listing taken at ``taken_at`` (``details``: the records of the detail
+        API pages that complete it); bad records become quarantine rows."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,9 @@ class Snapshot:
 
     name: str                         # "inventory": the lake dataset is ``<name>.snapshot``
     title: str
-    method: str
+    method: str                       # the listing's API; pages of other methods are detail answers
     shape: ListShape
+    detail_shapes: Mapping[str, ListShape]
     pages: PageSource
     normalize: SnapshotNormalizer
     table: str                        # the warehouse table, with ``shop_id`` and ``taken_at`` columns

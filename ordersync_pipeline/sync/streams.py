@@ -17,7 +17,7 @@ from ordersync_pipeline.sync.stream import (KINDS, Batch, DetailApi, ListCall, S
 from ordersync_pipeline.sync.windows import Window
 from ordersync_pipeline.top import paging
 from ordersync_pipeline.top.client import TopClient
-from ordersync_pipeline.top.pages import ITEMS, TRADES, Page
+from ordersync_pipeline.top.pages import ITEMS, SKUS, TRADES, Page
 
 __all__ = ["STREAMS", "KINDS", "stream", "stream_names", "StreamName", "TRADE_FIELDS", "SNAPSHOTS", "snapshot"]
 
@@ -133,7 +133,8 @@ def stream_names() -> list[StreamName]:
 def _onsale_pages(client: TopClient, *, shop_id: str, session: str, taken_at: datetime,
                   page_size: int) -> Iterator[Page]:
     return paging.iter_onsale_pages(client, shop_id=shop_id, session=session, taken_at=taken_at,
-                                    fields=normalize_inventory.ITEM_FIELDS, page_size=page_size)
+                                    fields=normalize_inventory.ITEM_FIELDS, sku_fields=normalize_inventory.SKU_FIELDS,
+                                    page_size=min(page_size, paging.MAX_SKU_ITEMS))
 
 
 INVENTORY_SNAPSHOT = Snapshot(
@@ -141,12 +142,14 @@ INVENTORY_SNAPSHOT = Snapshot(
     title="inventory",
     method=paging.ONSALE_GET,
     shape=ITEMS,
+    detail_shapes={paging.SKUS_GET: SKUS},
     pages=_onsale_pages,
     normalize=normalize_inventory.normalize_items,
     table=normalize_inventory.TABLE,
     asset="inventory_snapshots",
     description=(
-        "Stock on hand: every on-sale item and SKU quantity from taobao.items.onsale.get, one dated copy per "
+        "Stock on hand: every on-sale item (taobao.items.onsale.get) and its SKU quantities (taobao.item.skus.get, "
+        "40 items a call), one dated copy per "
         "shop and run (taken_at), pages kept in the lake. Joins trade_orders on num_iid/sku_id (outer ids "
         "when those are missing); the view inventory_latest holds each shop's newest snapshot. Hourly by "
         "default (forecast.inventory_cron) and on demand."),
