@@ -206,3 +206,39 @@ def test_ordersync_sync_ends_with_the_snapshot_freeze_and_forecast_of_the_latest
     assert "stock and replenishment" in text and "SKUs in stock:" in text and "backtest:" in text
     assert query(sqlite_url, "SELECT COUNT(*) FROM replenishment_suggestions WHERE as_of = :d",
                  d=day.isoformat())[0][0] > 0
+
+
+def test_snapshot_freeze_and_a_two_day_backfill_in_one_run_on_every_backend(
+        sim: Simulator, tmp_path: Path, any_warehouse_url: str) -> None:
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from ordersync_pipeline.warehouse.tables import (daily_sales, inventory_freeze, inventory_snapshots,
+                                                     replenishment_suggestions, sales_forecast)
+
+    settings = _settings(sim, tmp_path, any_warehouse_url, history_days=14)
+    instance = dg.DagsterInstance.ephemeral()
+    run(settings, "historical", shops=SHOPS, time_keys=history_keys(), instance=instance)
+    assert _job(settings, INVENTORY_JOB, instance).success
+    first, last = (DAY - timedelta(days=1)).isoformat(), DAY.isoformat()
+    tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+    result = _job(settings, FORECAST_JOB, instance, tags=tags)
+    assert result.success
+    assert len([r for r in instance.get_runs() if r.job_name == FORECAST_JOB]) == 1
+    keys = {m.partition for m in result.asset_materializations_for_node("sales_forecast")}
+    assert keys == {first, last}
+    engine = sa.create_engine(any_warehouse_url)
+    with engine.connect() as conn:
+        def count(table: sa.Table, *where: Any) -> int:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
+
+        listed = count(sa.table("inventory_latest"))
+        assert listed == count(inventory_snapshots) == sum(
+            len(s) for shop in SHOPS for s in (x["skus"] for x in sim.world.inventory(shop)))
+        assert count(inventory_freeze) > 0  # the simulator's presales (7 % of trades) hold stock
+        assert count(daily_sales) == count(daily_sales, daily_sales.c.day <= DAY) > 0
+        for day in (DAY - timedelta(days=1), DAY):
+            assert count(sales_forecast, sales_forecast.c.as_of == day) >= 7 * listed
+            assert count(replenishment_suggestions, replenishment_suggestions.c.as_of == day) >= listed
+        promo = conn.execute(sa.select(daily_sales.c.promo_day).limit(1)).scalar_one()
+        assert promo in (True, False)
+    engine.dispose()

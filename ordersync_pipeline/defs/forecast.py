@@ -23,6 +23,7 @@ import dagster as dg
 from ordersync_pipeline.defs.metadata import asset_spec_metadata, table_kinds
 from ordersync_pipeline.defs.reconcile import previous_day
 from ordersync_pipeline.forecast import daily as run
+from ordersync_pipeline.forecast.backtest import Backtest
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.lake import PageLake
 from ordersync_pipeline.sync.snapshot import take_snapshots
@@ -209,7 +210,7 @@ def _notes_table(notes: dict[tuple[str, str], str], limit: int = 50) -> str:
 
 
 def backtest_check(daily: Any, day: date) -> dg.AssetCheckResult:
-    backtest: Any = run.backtest_day(daily, day)
+    backtest = run.backtest_day(daily, day)
     if backtest is None:
         return dg.AssetCheckResult(check_name=BACKTEST_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
                                    description=(f"not evaluated: fewer than {run.MIN_BACKTEST_DAYS} days of sales "
@@ -224,7 +225,7 @@ def backtest_check(daily: Any, day: date) -> dg.AssetCheckResult:
                      f"interval coverage {figures['coverage']:.0%}"))
 
 
-def backtest_figures(backtest: Any) -> dict[str, float]:
+def backtest_figures(backtest: Backtest) -> dict[str, float]:
     """WAPE and bias per method, the improvement over seasonal naive and the interval coverage."""
     out: dict[str, float] = {}
     for method in ("model", "seasonal_naive", "moving_average"):

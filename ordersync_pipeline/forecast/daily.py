@@ -20,6 +20,7 @@ sales are ``no_history``; SKUs sold but no longer listed are ``left_catalogue``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,6 +35,9 @@ from ordersync_pipeline.forecast.keys import sku_keys
 from ordersync_pipeline.forecast.replenish import ReplenishSettings, replenishment_suggestions
 from ordersync_pipeline.forecast.sales import DailySales, build_daily_sales
 from ordersync_pipeline.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from ordersync_pipeline.forecast.backtest import Backtest
 
 __all__ = ["FreezeResult", "ForecastResult", "SuggestionResult", "rebuild_freezes", "run_daily_sales",
            "run_sales_forecast", "backtest_day", "run_suggestions", "history_window", "MIN_BACKTEST_DAYS"]
@@ -115,9 +119,9 @@ def run_sales_forecast(warehouse: Warehouse, shop_ids: Sequence[str], day: date,
     return ForecastResult(frame, daily, rows, models, catalogue is not None, notes)
 
 
-def backtest_day(daily: pd.DataFrame, day: date) -> object | None:
-    """The rolling-origin backtest up to ``day`` (a ``forecast.backtest.Backtest``), or None when the
-    history is shorter than ``MIN_BACKTEST_DAYS`` or holds no sale to score."""
+def backtest_day(daily: pd.DataFrame, day: date) -> Backtest | None:
+    """The rolling-origin backtest up to ``day``, or None when the history is shorter than
+    ``MIN_BACKTEST_DAYS`` or holds no sale to score."""
     from ordersync_pipeline.forecast.backtest import run_backtest
 
     if daily.empty or (day - min(daily["day"])).days + 1 < MIN_BACKTEST_DAYS or daily["units_net"].abs().sum() == 0:
