@@ -13,6 +13,7 @@ import requests
 from ordersync_pipeline.config import OrdersyncConfig, load_config, write_config
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
 from ordersync_pipeline.simulator.probe import Probe
+from ordersync_pipeline.timeutil import SHANGHAI
 from ordersync_pipeline.timeutil import format_top_time, parse_top_time
 
 LIST_FIELDS = "tid,type,status,created,modified,orders.oid"
@@ -189,8 +190,10 @@ def test_page_drift_loses_trades_for_forward_paging_but_not_reverse() -> None:
 
 
 def test_tmc_messages_redelivered_until_confirmed() -> None:
+    # The world starts at a fixed afternoon: at 00:40 Shanghai time ten minutes hold fewer than 20 changes.
+    afternoon = datetime.now(SHANGHAI).replace(hour=15, minute=0, second=0, microsecond=0) - timedelta(days=1)
     with start_simulator(SimulatorSettings(seed=3, shops=1, orders_per_day=3000, history_days=1,
-                                           clock="stepped", tmc_redelivery_s=300)) as sim:
+                                           clock="stepped", tmc_redelivery_s=300, start_at=afternoon)) as sim:
         p = Probe(sim.gateway_url, sim.app_key, sim.app_secret)
         assert "messages" not in p.call("taobao.tmc.messages.consume", quantity=50)["tmc_messages_consume_response"]
         sim.clock.advance(600)
