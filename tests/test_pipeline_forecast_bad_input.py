@@ -74,7 +74,8 @@ def test_bad_input_is_stated_in_model_and_reason_never_a_crash(sim: Simulator, t
     _load(wh, "shop-1", [t for t in trades if t["orders"][0]["num_iid"] != ITEM + 9])
     _load(wh, "shop-2", [t for t in trades if t["orders"][0]["num_iid"] == ITEM + 9])
     # An open presale on SKU "4": more frozen than its (negative) stock.
-    _load(wh, "shop-1", [_trade(tid, "shop-1", DAY, [(ITEM + 4, "4", 5)], ttype="step", step="FRONT_PAID_FINAL_NOPAID")])
+    _load(wh, "shop-1", [_trade(tid, "shop-1", DAY, [(ITEM + 4, "4", 5)], ttype="step",
+                                step="FRONT_PAID_FINAL_NOPAID")])
     rebuild_freezes(wh, ["shop-1", "shop-2"])
     taken = datetime.now(timezone.utc)
     with wh.engine.begin() as conn:

@@ -56,7 +56,8 @@ def test_the_forecast_definitions_as_data(sim: Simulator, tmp_path: Path) -> Non
     assert (inventory.cron_schedule, inventory.execution_timezone, inventory.job_name) == (
         "*/30 * * * *", "Asia/Shanghai", INVENTORY_JOB)
     daily = defs.resolve_schedule_def(FORECAST_SCHEDULE)
-    assert (daily.cron_schedule, daily.execution_timezone, daily.job_name) == ("0 2 * * *", "Asia/Shanghai", FORECAST_JOB)
+    assert (daily.cron_schedule, daily.execution_timezone, daily.job_name) == (
+        "0 2 * * *", "Asia/Shanghai", FORECAST_JOB)
     assert daily.default_status == dg.DefaultScheduleStatus.RUNNING
     for asset in ("daily_sales", "sales_forecast", "replenishment_suggestions"):
         days = defs.resolve_assets_def(asset).partitions_def
@@ -161,7 +162,8 @@ def test_the_day_runs_sales_forecast_and_suggestions_with_the_issue_columns(
     assert suggestions and all(q >= 0 and q % 6 == 0 and lt == 5 and r for q, lt, r, *_ in suggestions)
     assert all(a == h - f for *_, h, f, a in suggestions if h is not None)
     meta = result.asset_materializations_for_node("replenishment_suggestions")[0].metadata
-    assert "data:image/svg+xml;base64," in meta["top_suggestions"].value or "No reorder" in meta["top_suggestions"].value
+    markdown = meta["top_suggestions"].value
+    assert "data:image/svg+xml;base64," in markdown or "No reorder" in markdown
     report = tmp_path / "reports" / DAY.isoformat() / "suggestions.md"
     assert report.exists() and "Replenishment suggestions" in report.read_text(encoding="utf-8")
     check = result.get_asset_check_evaluations()[0]

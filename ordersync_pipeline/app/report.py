@@ -54,7 +54,8 @@ class StockSummary:
 
     def lines(self) -> list[str]:
         out = ["", f"stock and replenishment (as of {self.day})",
-               f"SKUs in stock: {self.skus_in_stock} of {self.skus_listed} listed ({self.units_on_hand} units on hand); "
+               f"SKUs in stock: {self.skus_in_stock} of {self.skus_listed} listed "
+               f"({self.units_on_hand} units on hand); "
                f"presale freeze: {self.frozen_units} units on {self.frozen_lines} open order line(s)",
                f"reorder: {self.units_suggested} units over {self.skus_to_reorder} SKU(s)"]
         for shop, sku, qty, reason in self.top:

@@ -83,8 +83,9 @@ def _snapshot_asset(settings: Settings, snapshot: Snapshot) -> dg.AssetsDefiniti
     shop_ids = settings.shop_ids
     page_size = settings.config.sync.page_size
 
-    @dg.asset(name=snapshot.asset, group_name=GROUP, backfill_policy=SINGLE_RUN, kinds={"taobao", *table_kinds(settings.warehouse_url)},
-              description=snapshot.description, metadata=asset_spec_metadata(snapshot.table))
+    @dg.asset(name=snapshot.asset, group_name=GROUP, backfill_policy=SINGLE_RUN,
+              kinds={"taobao", *table_kinds(settings.warehouse_url)}, description=snapshot.description,
+              metadata=asset_spec_metadata(snapshot.table))
     def _take(context: dg.AssetExecutionContext, top: dg.ResourceParam[Gateway],
               warehouse: dg.ResourceParam[Warehouse], lake: dg.ResourceParam[PageLake]) -> dg.MaterializeResult[Any]:
         taken_at = settings.clock()
@@ -116,8 +117,8 @@ def _freeze_asset(settings: Settings) -> dg.AssetsDefinition:
     shop_ids = settings.shop_ids
     trade_tables = [t for s in STREAMS if s.name == "trades" for t in s.assets.tables["increment"]]
 
-    @dg.asset(name=FREEZE_ASSET, group_name=GROUP, backfill_policy=SINGLE_RUN, kinds=table_kinds(settings.warehouse_url),
-              deps=trade_tables, metadata=asset_spec_metadata(FREEZE_ASSET),
+    @dg.asset(name=FREEZE_ASSET, group_name=GROUP, backfill_policy=SINGLE_RUN,
+              kinds=table_kinds(settings.warehouse_url), deps=trade_tables, metadata=asset_spec_metadata(FREEZE_ASSET),
               description=(
                   "Stock held by presale deposits (预售): one row per order line of a step trade whose deposit is "
                   "paid; open while the balance is unpaid, released on balance paid, forfeit or close. Rebuilt "
@@ -182,8 +183,8 @@ def _forecast_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -> d
                   "The next 7 days per active SKU (listed in the newest inventory snapshot or sold in the "
                   "history): point forecast and 80 % interval, weekly seasonality, promotion days kept out of "
                   "the baseline; the model column names the method or the fallback (forecast/model.py)."))
-    def sales_forecast(context: dg.AssetExecutionContext,
-                       warehouse: dg.ResourceParam[Warehouse]) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    def sales_forecast(context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse],
+                       ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = _days(context)
         for day in days:  # a range is one run; the metadata and the check are the newest day's
             result = run.run_sales_forecast(warehouse, shop_ids, day, cfg)
