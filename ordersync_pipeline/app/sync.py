@@ -11,7 +11,8 @@
    re-fetches what is missing or stale. The summary shows each day's counts and what was re-fetched.
 6. Stock and forecast (``run_stock``): the inventory job (a snapshot of every shop, the presale freeze
    rebuilt), then the daily forecast job (daily sales, forecast, suggestions) for the latest complete
-   Asia/Shanghai day; the summary shows stock, frozen units, the top suggestions and the backtest.
+   Asia/Shanghai day; the summary shows stock, frozen units, the top suggestions and the backtest. A sync
+   limited with ``--to`` (a repair of a past range) skips this step: a snapshot is of now.
 """
 
 from __future__ import annotations
