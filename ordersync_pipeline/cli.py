@@ -137,12 +137,16 @@ def demo(shops: int, orders_per_day: int, history_days: int, seed: int) -> None:
               envvar=ENV_CONFIG, default=None, help="Configuration file (default: ORDERSYNC_HOME/ordersync.yaml).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True, help="Port of the Dagster UI.")
-def dev(config_path: Path | None, host: str, port: int) -> None:
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="warning", show_default=True,
+              help="Level of the UI's and daemon's own lines (info: every sensor evaluation too).")
+def dev(config_path: Path | None, host: str, port: int, log_level: str) -> None:
     """Open the Dagster UI on the same instance and warehouse the CLI uses (after `ordersync demo`,
     with the demo's simulator running again so scheduled runs reach it)."""
     from ordersync_pipeline.app.dev import run_dev
 
-    raise SystemExit(run_dev(config_path=config_path, host=host, port=port, echo=click.echo))
+    raise SystemExit(run_dev(config_path=config_path, host=host, port=port, echo=click.echo,
+                             log_level=log_level))
 
 
 @main.group()

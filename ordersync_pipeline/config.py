@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -222,6 +222,9 @@ class OrdersyncConfig(BaseModel):
     sign_method: str = "hmac-sha256"
     timeout_seconds: float = Field(default=30.0, gt=0)
     rate_limit_per_minute: int = Field(default=300, ge=1)
+    # Who answers for the data, shown on every asset in the Dagster catalog: team:NAME or an email address.
+    owners: list[Annotated[str, Field(pattern=r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+)$")]] = Field(
+        default_factory=lambda: ["team:ordersync"])
     shops: list[ShopConfig] = Field(min_length=1)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)

@@ -67,10 +67,16 @@ def _wait_until_serving(url: str, proc: subprocess.Popen[bytes], timeout: float)
     return False
 
 
+# `python -m dagster dev` warns on every start that `dg dev` supersedes it: advice for Dagster projects
+# scaffolded by `dg`, meaningless to someone who typed `ordersync dev`. Filtered by its message only.
+_QUIET_WARNINGS = "ignore:Function `dev_command` is superseded"
+
+
 def dev_environment(config_path: Path | None) -> dict[str, str]:
     """Environment for the UI's processes: this project's instance, configuration and data."""
     home = ordersync_home()
     env = dict(os.environ)
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), _QUIET_WARNINGS]))
     env[ENV_HOME] = str(home)
     env["DAGSTER_HOME"] = str(ensure_dagster_home(home).resolve())
     env[ENV_CONFIG] = str(resolve_config_path(config_path).resolve())
@@ -78,8 +84,10 @@ def dev_environment(config_path: Path | None) -> dict[str, str]:
 
 
 def run_dev(*, config_path: Path | None, host: str, port: int, echo: Echo = print,
-            start_timeout: float = 120.0) -> int:
-    """Run ``dagster dev`` (UI + daemon) until interrupted; returns its exit code."""
+            start_timeout: float = 120.0, log_level: str = "warning") -> int:
+    """Run ``dagster dev`` (UI + daemon) until interrupted; returns its exit code. ``log_level`` is that of
+    the UI's and daemon's own lines (at ``info`` the daemon reports every sensor evaluation, twice a
+    minute each); runs print INFO and above (the instance's ``python_logs``)."""
     import dagster as dg
 
     _check_free(host, port, "the Dagster UI", f"stop it, or choose another port with --port {port + 1}")
@@ -107,7 +115,7 @@ def run_dev(*, config_path: Path | None, host: str, port: int, echo: Echo = prin
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     ui = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", host,
-                           "-p", str(port)], env=env, cwd=env["DAGSTER_HOME"])
+                           "-p", str(port), "--log-level", log_level], env=env, cwd=env["DAGSTER_HOME"])
     try:
         url = f"http://{host}:{port}"
         if _wait_until_serving(url, ui, start_timeout):

@@ -1,7 +1,8 @@
 """The Dagster instance the terminal drivers use, one sync at a time per home, and runs left by a killed process.
 
 * ``ensure_dagster_home``: ``DAGSTER_HOME`` if set, else ``ORDERSYNC_HOME/dagster`` with the embedded
-  default ``dagster.yaml`` (SQLite storage, no telemetry, run monitoring on).
+  default ``dagster.yaml`` (SQLite storage, no telemetry, run monitoring on, INFO-level run logs in the
+  terminal, freshness policies evaluated).
 * ``sync_lock``: an exclusive lock on ``ORDERSYNC_HOME/sync.lock``. Two ``ordersync sync`` on one home
   would fetch every window twice and each summary would count the other's calls; the second one waits
   (``--wait``) or says who holds the lock. The kernel drops the lock when its holder dies, even by kill -9.
@@ -29,6 +30,7 @@ PID_TAG = "ordersync/pid"
 HOST_TAG = "ordersync/host"
 STARTED_BY_TAG = "ordersync/started_by"
 
+_WRITTEN_BY_US = "# Written by ordersync: the embedded default instance"
 DAGSTER_YAML = """\
 # Written by ordersync: the embedded default instance (SQLite storage under this folder).
 # For production point storage at PostgreSQL instead; see the README.
@@ -37,6 +39,13 @@ telemetry:
 run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
+# Runs print INFO and above to the terminal (Dagster's default is every DEBUG event of the run); the
+# event log in the UI keeps every event either way.
+python_logs:
+  python_log_level: INFO
+# Evaluates the assets' freshness expectations (shown in the catalog and the asset pages).
+freshness:
+  enabled: true
 # Marks runs whose process died (kill -9, OOM) as failed instead of leaving them STARTED.
 run_monitoring:
   enabled: true
@@ -50,7 +59,9 @@ def ensure_dagster_home(home: Path) -> Path:
     dagster_home = Path(raw) if raw else home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
     yaml_path = dagster_home / "dagster.yaml"
-    if not yaml_path.exists():
+    # A file ordersync wrote is brought up to date; one a person wrote is theirs.
+    if not yaml_path.exists() or (_WRITTEN_BY_US in (old := yaml_path.read_text(encoding="utf-8"))
+                                  and old != DAGSTER_YAML):
         yaml_path.write_text(DAGSTER_YAML, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
     return dagster_home

@@ -16,6 +16,7 @@ from ordersync_pipeline.defs.factory import sync_assets
 from ordersync_pipeline.defs.forecast import build_forecast
 from ordersync_pipeline.defs.partitions import Partitions
 from ordersync_pipeline.defs.reconcile import build_monitoring
+from ordersync_pipeline.defs.metadata import user_facing
 from ordersync_pipeline.defs.resources import build_resources
 from ordersync_pipeline.defs.sensors import build_sensors, paused_shops_reader
 from ordersync_pipeline.settings import Settings
@@ -38,6 +39,7 @@ def timeline_for(settings: Settings) -> Timeline:
                     safety_lag=timedelta(minutes=sync.safety_lag_minutes))
 
 
+@user_facing
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = Partitions(settings.shop_ids, timeline_for(settings))
     increment = [sync_assets("increment", partitions, settings), trade_details_asset(partitions, settings)]

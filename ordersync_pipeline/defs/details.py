@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from ordersync_pipeline.defs.metadata import column_schema
+from ordersync_pipeline.defs.metadata import column_schema, freshness_policy, table_kinds
 from ordersync_pipeline.defs.partitions import Partitions, split_key
 from ordersync_pipeline.failures import describe
 from ordersync_pipeline.settings import Settings
@@ -27,7 +27,9 @@ def trade_details_asset(partitions: Partitions, settings: Settings) -> dg.Assets
         backfill_policy=dg.BackfillPolicy.single_run(),
         specs=[dg.AssetSpec(
             "trade_details", skippable=True, deps=["trades"], group_name="increment",
-            kinds={"taobao", "sql"}, owners=["team:ordersync"],
+            kinds=table_kinds(settings.warehouse_url),
+            freshness_policy=freshness_policy(partitions.timeline),
+            tags={"ordersync/stream": "trades", "ordersync/path": "increment", "ordersync/layer": "table"},
             metadata={"dagster/column_schema": column_schema("trade_details"),
                       "dagster/table_name": "trade_details"},
             description=("Full trade records (taobao.trade.fullinfo.get) cached by (tid, modified) for the "

@@ -13,13 +13,22 @@ marked complete and a re-run retries only what failed.
 import logging
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 
-from ordersync_pipeline.defs.metadata import asset_spec_metadata, check_description, table_kinds
+from ordersync_pipeline.defs.metadata import (
+    PAGE_KINDS,
+    asset_spec_metadata,
+    asset_tags,
+    check_description,
+    freshness_policy,
+    table_kinds,
+)
 from ordersync_pipeline.defs.partitions import Partitions, multi_key, split_key
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.lake import PageLake
@@ -30,6 +39,7 @@ from ordersync_pipeline.sync.windows import Kind, Timeline
 from ordersync_pipeline.top.gateway import Gateway
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.recorder import WarehouseCallRecorder
+from ordersync_pipeline.warehouse.tables import metadata as warehouse_metadata
 
 __all__ = ["SyncConfig", "sync_assets", "QUARANTINE_CHECK", "SINGLE_RUN"]
 
@@ -52,22 +62,24 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
     """The multi-asset syncing every stream on one path."""
     partitions_def = partitions.for_kind(kind)
     dialect_kinds = table_kinds(settings.warehouse_url)
+    # Increment assets are expected to move every partition length; history is loaded once.
+    freshness = freshness_policy(partitions.timeline) if kind == "increment" else None
     specs: list[dg.AssetSpec] = []
     checks: list[dg.AssetCheckSpec] = []
     owner: dict[dg.AssetKey, Stream] = {}
     for stream in streams:
         pages = stream.assets.pages[kind]
         specs.append(dg.AssetSpec(
-            pages, skippable=True, group_name=kind, kinds={"taobao", "parquet"},
-            description=stream.assets.descriptions[pages],
-            metadata=asset_spec_metadata(None), tags={"ordersync/stream": stream.name}))
+            pages, skippable=True, group_name=kind, kinds=PAGE_KINDS,
+            description=stream.assets.descriptions[pages], freshness_policy=freshness,
+            metadata=asset_spec_metadata(pages=True), tags=asset_tags(stream, kind, "pages")))
         owner[dg.AssetKey(pages)] = stream
         for table_asset in stream.assets.tables[kind]:
             specs.append(dg.AssetSpec(
                 table_asset, skippable=True, deps=[pages], group_name=kind, kinds=dialect_kinds,
-                description=stream.assets.descriptions[table_asset],
-                metadata=asset_spec_metadata(stream.assets.table_of(table_asset)),
-                tags={"ordersync/stream": stream.name}))
+                description=stream.assets.descriptions[table_asset], freshness_policy=freshness,
+                metadata=asset_spec_metadata(_tables_of(stream, table_asset)),
+                tags=asset_tags(stream, kind, "table")))
             owner[dg.AssetKey(table_asset)] = stream
             checks.append(_partitioned_check(table_asset, check_description(stream, table_asset),
                                              partitions_def))
@@ -89,6 +101,9 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
         started = time.perf_counter()
         failures = list(refused)
         loaded = 0
+        # The tables' row counts go on each stream's last partition of the run: one count per table and
+        # run, however many partitions it loads (a run whose last partition failed reports none).
+        left = Counter(task.stream.name for task in tasks)
         with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as ledger:
             runner = SyncRunner(lake=lake, warehouse=warehouse, run_id=context.run.run_id,
                                 settings=runner_settings, clients=top.client, sessions=top.session,
@@ -96,11 +111,14 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
             for outcome in runner.run(tasks, from_lake=config.from_lake):
                 PROGRESS.debug("%s %s", outcome.task.label, "ok" if outcome.ok else outcome.error,
                                extra={"ordersync_outcome": outcome})
+                left[outcome.task.stream.name] -= 1
                 if not outcome.ok:
                     failures.append(outcome)
                     continue
                 loaded += 1
-                yield from _report(context, outcome, kind)
+                last = not left[outcome.task.stream.name]
+                counts = _row_counts(warehouse, outcome.task.stream) if last else None
+                yield from _report(context, outcome, kind, row_counts=counts)
         context.log.info(f"{kind}: {loaded} partition(s) loaded, {len(failures)} failed, "
                          f"{ledger.total} API calls, in {time.perf_counter() - started:.1f}s")
         if failures:
@@ -114,6 +132,12 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
                 allow_retries=False)
 
     return _sync
+
+
+def _tables_of(stream: Stream, table_asset: str) -> list[str]:
+    """The warehouse tables a table asset stands for: its own, or all of the stream's."""
+    table = stream.assets.table_of(table_asset)
+    return [table] if table else list(stream.tables)
 
 
 def _partitioned_check(asset: str, description: str,
@@ -148,9 +172,18 @@ def _tasks(context: dg.AssetExecutionContext, streams: Sequence[Stream], kind: K
     return tasks, refused
 
 
-def _report(context: dg.AssetExecutionContext, outcome: PartitionOutcome,
-            kind: Kind) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """One partition's materialisations and checks, with that partition's own figures."""
+def _row_counts(warehouse: Warehouse, stream: Stream) -> dict[str, int]:
+    """Rows now in each of the stream's tables."""
+    with warehouse.engine.connect() as conn:
+        return {name: int(conn.execute(sa.select(sa.func.count()).select_from(
+            warehouse_metadata.tables[name])).scalar_one()) for name in stream.tables}
+
+
+def _report(context: dg.AssetExecutionContext, outcome: PartitionOutcome, kind: Kind,
+            row_counts: dict[str, int] | None = None,
+            ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """One partition's materialisations and checks, with that partition's own figures (and, when given,
+    the rows in the whole table: ``dagster/row_count``, what the catalog shows as the table's size)."""
     task = outcome.task
     key = multi_key(task.shop_id, task.partition_key)
     fetched: dict[str, Any] = {}
@@ -167,9 +200,15 @@ def _report(context: dg.AssetExecutionContext, outcome: PartitionOutcome,
         tables = [table] if table else list(task.stream.tables)
         rows = {f"{name}_upserted": outcome.rows.get(name, 0) for name in tables} if not table else {}
         upserted = sum(outcome.rows.get(name, 0) for name in tables)
+        totals: dict[str, int] = {}
+        if row_counts is not None:
+            # An asset for several tables (historical_trades) counts its main table, and names each.
+            totals = {"dagster/row_count": row_counts[tables[0]]}
+            if not table:
+                totals.update({f"{name}_rows": row_counts[name] for name in tables})
         yield dg.AssetMaterialization(asset_key=table_asset, partition=key, metadata={
             **common, "rows_upserted": upserted, **rows, "quarantined": outcome.quarantined,
-            "dagster/partition_row_count": upserted})
+            "dagster/partition_row_count": upserted, **totals})
         yield dg.AssetCheckEvaluation(
             asset_key=dg.AssetKey(table_asset), check_name=QUARANTINE_CHECK,
             passed=outcome.quarantined == 0, severity=dg.AssetCheckSeverity.WARN, partition=str(key),

@@ -24,7 +24,7 @@ import dagster as dg
 
 from ordersync_pipeline.alerts import Alerts
 from ordersync_pipeline.defs.automation import range_tags, shop_ranges
-from ordersync_pipeline.defs.metadata import table_kinds
+from ordersync_pipeline.defs.metadata import asset_spec_metadata, table_kinds
 from ordersync_pipeline.defs.partitions import SHOP, TIME, multi_key, split_key
 from ordersync_pipeline.failures import describe
 from ordersync_pipeline.reconcile import quality
@@ -114,7 +114,7 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
         name="reconciliation", partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=check_specs, can_subset=True,
         specs=[dg.AssetSpec(RECONCILE_ASSET, skippable=True, group_name=GROUP, kinds={"taobao", *table_kinds(settings.warehouse_url)},
-                            metadata={"dagster/table_name": "reconciliation_daily"},
+                            metadata=asset_spec_metadata(["reconciliation_daily"]),
                             description=(
             "Each shop's Asia/Shanghai day checked against the platform (每日对账): the platform's count "
             "against the warehouse's and, when they differ, the day's records listed cheaply, diffed, and "
@@ -236,6 +236,7 @@ def _degraded_pull_asset(settings: Settings, timeline: Timeline,
         name="degraded_pull", partitions_def=shops, backfill_policy=dg.BackfillPolicy.single_run(), can_subset=True,
         specs=[dg.AssetSpec(DEGRADED_ASSET, skippable=True, group_name=GROUP,
                             kinds={"taobao", *table_kinds(settings.warehouse_url)},
+                            metadata=asset_spec_metadata([t for s in streams for t in s.tables]),
                             description=(
             "The degraded full pull (降级全量): while a shop's failure-rate breaker is open, its "
             f"{', '.join(s.title for s in streams)} created in the last {breaker.full_pull_hours} hours fetched by "
