@@ -200,7 +200,9 @@ def snapshot(url: str, table_keys: Sequence[tuple[str, str]] = (("trades", "tid"
     engine = sa.create_engine(url)
     try:
         inspector = sa.inspect(engine)
-        columns = {table: [c["name"] for c in inspector.get_columns(table) if c["name"] not in ("synced_at", "fetched_at")]
+        quote = engine.dialect.identifier_preparer.quote  # refunds."desc" is an SQL keyword
+        columns = {table: [quote(c["name"]) for c in inspector.get_columns(table)
+                           if c["name"] not in ("synced_at", "fetched_at")]
                    for table, _ in table_keys}
     finally:
         engine.dispose()
@@ -222,3 +224,43 @@ def serial_loads(settings: Settings) -> Settings:
     config = settings.config.model_copy(deep=True)
     config.sync.load_workers = 1
     return dataclasses.replace(settings, config=config)
+
+
+# ---------------------------------------------------------------- any stream of the registry
+
+def world_records(sim: Simulator, stream_name: str, shop_id: str) -> list[dict[str, Any]]:
+    """The simulator's ground truth of a stream for one shop, now (every trade type)."""
+    if stream_name == "trades":
+        return sim.world.trades(shop_id)
+    if stream_name == "refunds":
+        return sim.world.refunds(shop_id)
+    raise KeyError(f"no ground truth helper for stream {stream_name!r}: add one here")
+
+
+def truth_of(stream_name: str, records: Iterable[dict[str, Any]]) -> dict[int, tuple[Any, ...]]:
+    """Ground-truth records of a stream as comparable tuples keyed by the record key."""
+    if stream_name == "trades":
+        return truth_rows(records)
+    return {int(r["refund_id"]): (int(r["tid"]), int(r["oid"]), r["status"], top_time(r["modified"]),
+                                  Decimal(r["refund_fee"])) for r in records}
+
+
+def stored_of(stream_name: str, url: str, shop_id: str | None = None) -> dict[int, tuple[Any, ...]]:
+    """A stream's stored rows as the same tuples as ``truth_of``."""
+    if stream_name == "trades":
+        return warehouse_rows(url, shop_id)
+    r = tables.refunds
+    q = sa.select(r.c.refund_id, r.c.tid, r.c.oid, r.c.status, r.c.modified, r.c.refund_fee)
+    if shop_id is not None:
+        q = q.where(r.c.shop_id == shop_id)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(q).all()
+    finally:
+        engine.dispose()
+    return {int(rid): (int(tid), int(oid), status, _utc(modified), fee)
+            for rid, tid, oid, status, modified, fee in rows}
+
+
+STREAM_TABLE_KEYS = {"trades": (("trades", "tid"), ("trade_orders", "oid")), "refunds": (("refunds", "refund_id"),)}

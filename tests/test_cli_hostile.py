@@ -134,7 +134,7 @@ def test_one_shops_expired_session_or_unset_key_fails_that_shop_alone_and_at_onc
     assert elapsed < 90, f"permanent failures were retried as if transient ({elapsed:.0f}s)"
     # shop-2's history and hour are loaded and complete; the failed shops have nothing recorded.
     recorded = dict(query(pg_url, "SELECT shop_id, COUNT(*) FROM sync_windows GROUP BY shop_id"))
-    assert recorded == {"shop-2": 2 + 4}
+    assert recorded == {"shop-2": 2 * (2 + 4)}  # two days and four windows, for trades and for refunds
     want = _truth(sim, "shop-2", history_from=ANCHOR - timedelta(days=2), anchor=ANCHOR,
                   end=ANCHOR + timedelta(hours=1))
     assert warehouse_rows(pg_url, "shop-2") == want

@@ -38,5 +38,8 @@ def test_the_demo_leaves_a_metrics_command_that_serves_its_warehouse(tmp_path: P
     assert families["ordersync_up"].samples[0].value == 1
     trades = [s.value for s in families["ordersync_table_rows"].samples if s.labels["table"] == "trades"]
     assert trades and trades[0] > 0
-    [lag] = families["ordersync_sync_window_lag_seconds"].samples
-    assert lag.labels == {"shop_id": "shop-1", "stream": "trades"} and 0 < lag.value < 3600
+    # One lag per stream of the registry: the demo synced trades and refunds.
+    lags = {lag.labels["stream"]: lag for lag in families["ordersync_sync_window_lag_seconds"].samples}
+    assert sorted(lags) == ["refunds", "trades"]
+    for lag in lags.values():
+        assert lag.labels["shop_id"] == "shop-1" and 0 < lag.value < 3600

@@ -133,7 +133,7 @@ def test_every_family_from_a_real_warehouse(wh: Warehouse) -> None:
     assert named(samples, "ordersync_sync_window_lag_seconds") == {
         (("shop_id", "shop-a"), ("stream", "trades")): 3 * 60, (("shop_id", "shop-b"), ("stream", "trades")): 48 * 60}
     assert {dict(k)["table"]: v for k, v in named(samples, "ordersync_table_rows").items()} == {
-        "trades": 3, "trade_orders": 1, "trade_details": 0}
+        "trades": 3, "trade_orders": 1, "trade_details": 0, "refunds": 0}
     assert value(samples, "ordersync_quarantine_records") == 2
     assert named(samples, "ordersync_quarantine_records_recent") == {(("source", "increment"),): 1}
     assert {dict(k)["kind"]: v for k, v in named(samples, "ordersync_alerts_open").items()} == {

@@ -15,7 +15,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
-from pipeline_support import ANCHOR, in_windows, truth_rows, warehouse_rows, write_sim_config
+from pipeline_support import (
+    ANCHOR,
+    in_windows,
+    stored_of,
+    truth_of,
+    truth_rows,
+    warehouse_rows,
+    write_sim_config,
+)
 
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
 
@@ -43,8 +51,9 @@ def test_sync_loads_everything_records_runs_and_then_reports_up_to_date(
     config = write_sim_config(sim, tmp_path / "ordersync.yaml")
     first = _sync(config, home, pg_url)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "historical trades: 2 days x 1 shop(s)" in first.stdout
-    assert "increment trades: 96 windows x 1 shop(s)" in first.stdout
+    # Every stream of the registry, each path in one run: trades and refunds together.
+    assert "historical refunds+trades: 2 days x 1 shop(s)" in first.stdout
+    assert "increment refunds+trades: 96 windows x 1 shop(s)" in first.stdout
     assert "ordersync summary" in first.stdout and "API calls:" in first.stdout
 
     # Everything created in the history days or changed during the increment day is there, as now; and,
@@ -54,7 +63,12 @@ def test_sync_loads_everything_records_runs_and_then_reports_up_to_date(
     trades = sim.world.trades("shop-1")
     want = truth_rows(in_windows(trades, days, "created") + in_windows(trades, [(ANCHOR, ANCHOR + timedelta(days=1))]))
     assert warehouse_rows(pg_url) == want
-    assert re.search(rf"^shop-1 +{len(want)}\b", first.stdout, re.MULTILINE), first.stdout
+    # Refunds changed in the history days or the increment day, as now; the summary counts both
+    # streams per shop and the refund rate (trades with a refund over trades).
+    refunds = in_windows(sim.world.refunds("shop-1"), [(ANCHOR - timedelta(days=2), ANCHOR + timedelta(days=1))])
+    assert stored_of("refunds", pg_url) == truth_of("refunds", refunds) and refunds
+    rate = len({r["tid"] for r in refunds}) / len(want)
+    assert re.search(rf"^shop-1 +{len(want)} +{len(refunds)} +{rate:.1%}", first.stdout, re.MULTILINE), first.stdout
     # Each completed day reconciled against the platform, with its counts: no gap on any day.
     assert "reconciliation: 3 days x 1 shop(s)" in first.stdout
     for day in (ANCHOR - timedelta(days=2), ANCHOR - timedelta(days=1), ANCHOR):
@@ -64,7 +78,7 @@ def test_sync_loads_everything_records_runs_and_then_reports_up_to_date(
     second = _sync(config, home, pg_url)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "already up to date" in second.stdout
-    assert "historical trades:" not in second.stdout
+    assert "historical trades" not in second.stdout
 
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
@@ -93,7 +107,7 @@ def test_sync_loads_everything_records_runs_and_then_reports_up_to_date(
     engine.dispose()
     third = _sync(config, home, pg_url)
     assert third.returncode == 0, third.stdout + third.stderr
-    assert f"historical trades: 1 days x 1 shop(s) ({first_day})" in third.stdout
+    assert f"historical refunds+trades: 1 days x 1 shop(s) ({first_day})" in third.stdout
     assert warehouse_rows(pg_url) == want
 
 

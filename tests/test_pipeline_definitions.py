@@ -100,6 +100,13 @@ def test_one_run_per_tick_covers_every_shop_for_the_newest_closed_window(
     assert tags[ASSET_PARTITION_RANGE_START_TAG] == f"a-shop|{want_time}"
     assert tags[ASSET_PARTITION_RANGE_END_TAG] == f"c-shop|{want_time}"
     assert requests[0].run_key == f"{want_time}|a-shop..c-shop"
+    # The request names no asset subset: the run materialises the whole job, every stream of the
+    # registry (trades and refunds together), not one run per stream.
+    assert requests[0].asset_selection is None
+    job = defs.resolve_job_def(requests[0].job_name or "incremental_sync_job")
+    selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    for stream in STREAMS:
+        assert set(stream.assets.all_names("increment")) <= selected, stream.name
 
 
 def test_many_shops_are_sharded_into_runs_of_at_most_the_configured_size(tmp_path: Path) -> None:

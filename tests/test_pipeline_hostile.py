@@ -20,13 +20,17 @@ from pipeline_support import (
     run,
     serial_loads,
     sim_settings,
+    stored_of,
     top_time,
+    truth_of,
     truth_rows,
     warehouse_rows,
+    world_records,
 )
 
 from ordersync_pipeline.defs import build_definitions
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
+from ordersync_pipeline.sync.streams import stream_names
 
 SHOPS = ["shop-1", "shop-2"]
 LAG_S = 240           # the increment index trails the world by 4 minutes: more than the 3-minute safety lag
@@ -54,13 +58,14 @@ def test_a_stepped_day_of_increments_under_lag_drift_and_faults_leaves_no_gap(
     instance = dg.DagsterInstance.ephemeral()
 
     assert run(settings, "historical", shops=SHOPS, time_keys=history_keys(), instance=instance,
-               defs=defs).success
+               defs=defs, streams=stream_names()).success
 
     day = increment_keys(ANCHOR, 96)
     for first in range(0, len(day), STEPS_PER_RUN):
         batch = day[first:first + STEPS_PER_RUN]
         sim.clock.advance(15 * 60 * len(batch))  # now = the batch's last window end + 3 minutes
-        result = run(settings, "increment", shops=SHOPS, time_keys=batch, instance=instance, defs=defs)
+        result = run(settings, "increment", shops=SHOPS, time_keys=batch, instance=instance, defs=defs,
+                     streams=stream_names())
         assert result.success, batch
 
     last_end = ANCHOR + timedelta(days=1)
@@ -77,13 +82,21 @@ def test_a_stepped_day_of_increments_under_lag_drift_and_faults_leaves_no_gap(
         assert not missing, f"{len(missing)} trades never landed, e.g. {missing[:5]}"
         wrong = {tid: (stored[tid], want) for tid, want in truth.items() if stored[tid] != want}
         assert not wrong, f"{len(wrong)} trades differ, e.g. {list(wrong.items())[:2]}"
+        # Every stream of the registry: refunds too, each at its newest state before the cutoff.
+        for name in stream_names():
+            if name == "trades":
+                continue
+            want = truth_of(name, (r for r in world_records(sim, name, shop) if top_time(r["modified"]) < cutoff))
+            have = stored_of(name, pg_url, shop)
+            assert len(want) > 10, name
+            assert {k: have.get(k) for k in want} == want, name
     assert query(pg_url, "SELECT COUNT(*), COUNT(DISTINCT tid) FROM trades")[0] == (
         len(warehouse_rows(pg_url)),) * 2
     errors = query(pg_url, "SELECT COUNT(*) FROM api_calls WHERE outcome = 'error'")[0][0]
     assert errors > 0  # faults were met and retried, not avoided
-    windows = query(pg_url, "SELECT shop_id, COUNT(*) FROM sync_windows WHERE stream = 'trades' "
-                    "AND kind = 'increment' GROUP BY shop_id ORDER BY shop_id")
-    assert windows == [(shop, 96) for shop in SHOPS]
+    windows = query(pg_url, "SELECT shop_id, stream, COUNT(*) FROM sync_windows WHERE kind = 'increment' "
+                    "GROUP BY shop_id, stream ORDER BY shop_id, stream")
+    assert windows == [(shop, name, 96) for shop in SHOPS for name in sorted(stream_names())]
 
     _assert_no_secret_in_dagster_records(instance, [sim.app_secret, *(s.session for s in sim.shops)])
 

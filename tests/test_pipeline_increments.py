@@ -170,3 +170,22 @@ def test_out_of_order_pages_converge_on_the_newest_state(home: Path, pg_url: str
         for tid in stale:
             if truth[tid][1] <= last_end:
                 assert stored[tid] == truth[tid], tid
+
+
+def test_trade_details_are_cached_in_the_same_run_for_every_partition(
+        sim: Simulator, home: Path, sqlite_url: str) -> None:
+    # The details step used to be skipped in every run ("skipped dependencies: increment_sync.trades"):
+    # the sync step reports its partitions one by one and yields no output for Dagster to pass along.
+    settings = sim_settings(sim, home, sqlite_url, sync={"detail_reasons": ["incomplete", "presale",
+                                                                            "buyer_message"]})
+    result = run(settings, "increment", shops=SHOPS, time_keys=EVENING)
+    assert result.success
+    details = partition_metadata(result, "trade_details")
+    assert sorted(details) == sorted(f"{shop}|{key}" for shop in SHOPS for key in EVENING)
+    want = {t["tid"] for shop in SHOPS
+            for t in in_windows(sim.world.trades(shop), [fetch_window(k) for k in EVENING])
+            if t.get("type") == "step" or t.get("has_buyer_message")}
+    assert want, "the evening holds presale trades or buyer messages"
+    stored = {tid for (tid,) in query(sqlite_url, "SELECT tid FROM trade_details")}
+    assert stored == want
+    assert sum(d["fetched"] for d in details.values()) == len(want)

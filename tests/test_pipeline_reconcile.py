@@ -25,6 +25,7 @@ from ordersync_pipeline.reconcile import quality
 from ordersync_pipeline.reconcile.records import BreakerRecord, read_days, save_breaker
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
+from ordersync_pipeline.sync.streams import STREAMS, stream_names
 from ordersync_pipeline.timeutil import now as host_now
 from ordersync_pipeline.top.recorder import CallRecord
 from ordersync_pipeline.warehouse import Warehouse
@@ -98,7 +99,9 @@ def test_a_shop_day_is_reconciled_repaired_and_a_surviving_gap_fails_its_check_a
         sim: Simulator, home: Path, pg_url: str, instance: dg.DagsterInstance) -> None:
     settings = sim_settings(sim, home, pg_url, world_clock=True)
     defs = build_definitions(settings)
-    assert run(settings, "historical", shops=["shop-1"], time_keys=[DAY], instance=instance, defs=defs).success
+    # Every stream of the registry is synced and reconciled (trades and refunds).
+    assert run(settings, "historical", shops=["shop-1"], time_keys=[DAY], instance=instance, defs=defs,
+               streams=stream_names()).success
     warehouse = Warehouse(pg_url)
     key = f"shop-1|{DAY}"
 
@@ -106,7 +109,8 @@ def test_a_shop_day_is_reconciled_repaired_and_a_surviving_gap_fails_its_check_a
     assert first.success
     meta = partition_metadata(first, RECONCILE_ASSET)[key]
     assert meta["trades_status"] == "ok" and meta["trades_platform_count"] == meta["trades_warehouse_count"] > 100
-    assert meta["api_calls"] == 1
+    assert meta["refunds_status"] == "ok" and meta["refunds_platform_count"] == meta["refunds_warehouse_count"] > 0
+    assert meta["api_calls"] == len(stream_names())  # one listing of the day per stream
     assert check_evaluations(first, RECONCILE_ASSET, GAP_CHECK) == {key: True}
     for name in quality.check_names():
         assert check_evaluations(first, RECONCILE_ASSET, name) == {key: True}, name
@@ -130,7 +134,8 @@ def test_a_shop_day_is_reconciled_repaired_and_a_surviving_gap_fails_its_check_a
     alerts = Alerts.from_settings(settings, warehouse)
     [alert] = alerts.open_alerts("reconciliation_gap")
     assert (alert.shop_id, alert.key) == ("shop-1", f"trades:{DAY}")
-    assert [(d.status, d.extra_count) for d in read_days(warehouse, shop_ids=["shop-1"])] == [("gap", 1)]
+    assert [(d.status, d.extra_count) for d in read_days(warehouse, shop_ids=["shop-1"])
+            if d.stream == "trades"] == [("gap", 1)]
 
     with warehouse.engine.begin() as conn:
         conn.execute(trades.delete().where(trades.c.tid == ghost["tid"]))
@@ -191,9 +196,9 @@ def test_the_gap_sensor_launches_exactly_the_missing_windows_once(
         shops = ["shop-1", "shop-2", "shop-3"]
         # shop-1 and shop-3 synced 00:00-00:30, shop-2 nothing yet.
         assert run(settings, "increment", shops=["shop-1"], time_keys=keys[:2], instance=instance,
-                   defs=defs).success
+                   defs=defs, streams=stream_names()).success
         assert run(settings, "increment", shops=["shop-3"], time_keys=keys[:2], instance=instance,
-                   defs=defs).success
+                   defs=defs, streams=stream_names()).success
         # A run already fetching shop-3 00:30-01:00 (a backfill someone launched, say).
         create_run_for_test(instance, job_name="incremental_sync_job", status=dg.DagsterRunStatus.STARTED,
                             tags={ASSET_PARTITION_RANGE_START_TAG: f"shop-3|{keys[2]}",
@@ -208,8 +213,9 @@ def test_the_gap_sensor_launches_exactly_the_missing_windows_once(
         assert isinstance(partitions_def, dg.MultiPartitionsDefinition)
         for request in tick.requests:
             assert request.tags["ordersync/started_by"] == "gap_repair"
+            # One request repairs every stream's missing windows together.
             assert {k.to_user_string() for k in request.asset_selection or []} == {
-                "raw_trade_pages", "trades", "trade_orders", "trade_details"}
+                name for entry in STREAMS for name in entry.assets.all_names("increment")}
             for key in partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(
                     request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG])):
                 shop, time_key = str(key).split("|")

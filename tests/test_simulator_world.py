@@ -156,6 +156,32 @@ def test_visibility_lag_hides_fresh_changes_from_increment_only() -> None:
         assert {t["tid"] for t in fresh} <= increment()
 
 
+def test_refunds_list_trails_the_world_by_the_same_visibility_lag() -> None:
+    with start_simulator(SimulatorSettings(seed=9, shops=1, orders_per_day=3000, history_days=1,
+                                           clock="stepped", visibility_lag_s=1800)) as sim:
+        p = Probe(sim.gateway_url, sim.app_key, sim.app_secret)
+        session = sim.shops[0].session
+        now = sim.clock.now()
+        start = now - timedelta(hours=6)
+
+        def listed() -> dict[str, str]:
+            body = p.call("taobao.refunds.receive.get", session, fields="refund_id,status,modified",
+                          start_modified=format_top_time(start), end_modified=format_top_time(sim.clock.now()),
+                          page_size=100, type="fixed,auction,step,tmall_i18n")["refunds_receive_get_response"]
+            return {r["refund_id"]: r["modified"] for r in body.get("refunds", {}).get("refund", [])}
+
+        def truth(at: datetime) -> dict[str, str]:
+            lo, hi = format_top_time(start), format_top_time(at)
+            return {r["refund_id"]: r["modified"] for r in sim.world.refunds("shop-1", int(at.timestamp()))
+                    if lo <= r["modified"] <= hi}
+
+        lagged = truth(now - timedelta(seconds=1800))
+        assert truth(now) != lagged, "some refund must have changed within the lag"
+        assert listed() == lagged
+        sim.clock.advance(1800)
+        assert listed() == truth(now)
+
+
 def test_page_drift_loses_trades_for_forward_paging_but_not_reverse() -> None:
     def pages(sim: Simulator, order: str) -> tuple[set[int], set[int]]:
         p = Probe(sim.gateway_url, sim.app_key, sim.app_secret)
@@ -252,8 +278,14 @@ def test_refunds_logistics_and_inventory(sim: Simulator, probe: Probe) -> None:
     truth = sim.world.refunds("shop-1")
     assert {r["status"] for r in truth} == {"WAIT_SELLER_AGREE", "SUCCESS"}
     body = probe.call("taobao.refunds.receive.get", session, fields="refund_id,tid,oid,status,modified,refund_fee",
-                      page_size=100)["refunds_receive_get_response"]
+                      page_size=100, type="fixed,auction,step,tmall_i18n")["refunds_receive_get_response"]
     assert body["total_results"] == len(truth)
+    # Without ``type`` the API lists its default types only: guarantee_trade (fixed + auction) and
+    # auto_delivery (top-api.md 3.6), as trades.sold.get does with its own defaults.
+    default = probe.call("taobao.refunds.receive.get", session, fields="refund_id,tid", page_size=100,
+                         )["refunds_receive_get_response"]
+    guaranteed = [r for r in truth if (sim.world.trade(r["tid"]) or {}).get("type") in ("fixed", "auction")]
+    assert 0 < default["total_results"] == len(guaranteed) < len(truth)
     got = body["refunds"]["refund"]
     assert isinstance(got[0]["refund_id"], str) and got[0]["tid"] > 2**53
     one = probe.call("taobao.refund.get", session, fields="refund_id,status,tid", refund_id=got[0]["refund_id"])

@@ -5,7 +5,6 @@ needs only its definition and a ``MONOTONIC_TABLES`` entry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -17,13 +16,10 @@ from ordersync_pipeline.timeutil import format_top_time
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.tables import (
     MONOTONIC_TABLES,
-    MYSQL_TABLE_ARGS,
-    Monotonic,
     metadata,
     trade_orders,
     trades,
 )
-from ordersync_pipeline.warehouse.types import UTCDateTime
 
 GMT8 = timezone(timedelta(hours=8))
 T0 = datetime(2026, 11, 11, 10, 0, tzinfo=GMT8)
@@ -177,30 +173,16 @@ def test_a_far_future_modified_is_quarantined_and_never_freezes_the_row(wh: Ware
 # --- generic over monotonic tables ----------------------------------------------------------------
 
 @pytest.fixture
-def refunds(wh: Warehouse, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Table]:
-    """A table shaped like the coming ``refunds`` (key + modified + fetched_at), registered only for
-    this test: a definition and a MONOTONIC_TABLES entry, nothing else."""
-    table = sa.Table(
-        "refunds", metadata,
-        sa.Column("refund_id", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("shop_id", sa.String(64), nullable=False),
-        sa.Column("status", sa.String(64)),
-        sa.Column("modified", UTCDateTime, nullable=False),
-        sa.Column("synced_at", UTCDateTime, nullable=False),
-        sa.Column("fetched_at", UTCDateTime),
-        **MYSQL_TABLE_ARGS,
-    )
-    monkeypatch.setitem(MONOTONIC_TABLES, "refunds", Monotonic(key="refund_id"))
-    try:
-        table.create(wh.engine)
-        yield table
-    finally:
-        metadata.remove(table)
+def refunds(wh: Warehouse) -> sa.Table:
+    """The refunds table: added with a definition, a MONOTONIC_TABLES entry and its migration, nothing
+    else in the upsert code."""
+    assert "refunds" in MONOTONIC_TABLES
+    return metadata.tables["refunds"]
 
 
 def test_a_new_monotonic_table_gets_the_same_rules(wh: Warehouse, refunds: sa.Table) -> None:
     def refund(minutes: int, fetched: datetime, status: str) -> dict[str, Any]:
-        return {"refund_id": 7, "shop_id": "shop-1", "status": status,
+        return {"refund_id": 7, "shop_id": "shop-1", "tid": 1, "oid": 1, "status": status,
                 "modified": T0 + timedelta(minutes=minutes), "fetched_at": fetched}
 
     wh.upsert("refunds", [refund(5, F0 + timedelta(minutes=1), "WAIT_SELLER_AGREE")])

@@ -11,7 +11,6 @@ import dagster as dg
 
 from ordersync_pipeline.defs.alerting import alerting_sensors
 from ordersync_pipeline.defs.automation import build_jobs, build_schedules
-from ordersync_pipeline.defs.details import trade_details_asset
 from ordersync_pipeline.defs.factory import sync_assets
 from ordersync_pipeline.defs.forecast import build_forecast
 from ordersync_pipeline.defs.partitions import Partitions
@@ -42,7 +41,7 @@ def timeline_for(settings: Settings) -> Timeline:
 @user_facing
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = Partitions(settings.shop_ids, timeline_for(settings))
-    increment = [sync_assets("increment", partitions, settings), trade_details_asset(partitions, settings)]
+    increment = [sync_assets("increment", partitions, settings)]
     historical = [sync_assets("historical", partitions, settings)]
     monitoring = build_monitoring(settings, partitions.timeline, max_shops_per_run=MAX_SHOPS_PER_RUN)
     forecast = build_forecast(settings, partitions.timeline)

@@ -21,6 +21,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from ordersync_pipeline.defs.followers import FOLLOWERS, RunFollowers
 from ordersync_pipeline.defs.metadata import (
     PAGE_KINDS,
     asset_spec_metadata,
@@ -67,7 +68,11 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
     specs: list[dg.AssetSpec] = []
     checks: list[dg.AssetCheckSpec] = []
     owner: dict[dg.AssetKey, Stream] = {}
+    follows: dict[dg.AssetKey, Stream] = {}       # follower asset -> the stream whose partitions feed it
     for stream in streams:
+        for follower in stream.assets.followers.get(kind, ()):
+            specs.append(FOLLOWERS[follower].spec(partitions, settings))
+            follows[dg.AssetKey(follower)] = stream
         pages = stream.assets.pages[kind]
         specs.append(dg.AssetSpec(
             pages, skippable=True, group_name=kind, kinds=PAGE_KINDS,
@@ -97,6 +102,7 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
               lake: dg.ResourceParam[PageLake]) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
         selected = {owner[key].name for key in context.selected_asset_keys if key in owner}
         chosen = [s for s in streams if s.name in selected]
+        followers = {key.path[-1]: stream for key, stream in follows.items() if key in context.selected_asset_keys}
         tasks, refused = _tasks(context, chosen, kind, timeline, settings.clock())
         started = time.perf_counter()
         failures = list(refused)
@@ -108,17 +114,21 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
             runner = SyncRunner(lake=lake, warehouse=warehouse, run_id=context.run.run_id,
                                 settings=runner_settings, clients=top.client, sessions=top.session,
                                 ledger=ledger)
-            for outcome in runner.run(tasks, from_lake=config.from_lake):
-                PROGRESS.debug("%s %s", outcome.task.label, "ok" if outcome.ok else outcome.error,
-                               extra={"ordersync_outcome": outcome})
-                left[outcome.task.stream.name] -= 1
-                if not outcome.ok:
-                    failures.append(outcome)
-                    continue
-                loaded += 1
-                last = not left[outcome.task.stream.name]
-                counts = _row_counts(warehouse, outcome.task.stream) if last else None
-                yield from _report(context, outcome, kind, row_counts=counts)
+            with RunFollowers(followers, top=top, recorder=ledger, warehouse=warehouse, lake=lake,
+                              settings=settings) as follow:
+                for outcome in runner.run(tasks, from_lake=config.from_lake):
+                    PROGRESS.debug("%s %s", outcome.task.label, "ok" if outcome.ok else outcome.error,
+                                   extra={"ordersync_outcome": outcome})
+                    left[outcome.task.stream.name] -= 1
+                    if not outcome.ok:
+                        failures.append(outcome)
+                        continue
+                    loaded += 1
+                    last = not left[outcome.task.stream.name]
+                    counts = _row_counts(warehouse, outcome.task.stream) if last else None
+                    yield from _report(context, outcome, kind, row_counts=counts)
+                    yield from follow.after(outcome.task, failures)
+                yield from follow.alone(context.partition_keys, chosen, kind, timeline, failures)
         context.log.info(f"{kind}: {loaded} partition(s) loaded, {len(failures)} failed, "
                          f"{ledger.total} API calls, in {time.perf_counter() - started:.1f}s")
         if failures:

@@ -14,7 +14,7 @@ import orjson
 from ordersync_pipeline.simulator import envelope as env
 from ordersync_pipeline.simulator import plan as p
 from ordersync_pipeline.simulator.listing import ListRenderer
-from ordersync_pipeline.simulator.render import fmt_time, render_trade
+from ordersync_pipeline.simulator.render import fmt_time, render_refund, render_trade
 from ordersync_pipeline.simulator.tmc import TmcQueue
 from ordersync_pipeline.simulator.world import STATUS_GROUPS, ShopWorld, World, type_codes
 from ordersync_pipeline.timeutil import GMT8, TOP_TIME_FORMAT
@@ -24,6 +24,8 @@ KNOWN_STATUSES = {"TRADE_NO_CREATE_PAY", "WAIT_BUYER_PAY", "SELLER_CONSIGNED_PAR
                   "WAIT_BUYER_CONFIRM_GOODS", "TRADE_BUYER_SIGNED", "TRADE_FINISHED", "TRADE_CLOSED",
                   "TRADE_CLOSED_BY_TAOBAO", "PAY_PENDING", "WAIT_PRE_AUTH_CONFIRM", "PAID_FORBID_CONSIGN",
                   *STATUS_GROUPS}
+# refunds.receive.get lists these trade types when ``type`` is not given (top-api.md 3.6).
+REFUND_DEFAULT_TYPES = "guarantee_trade,auto_delivery"
 REFUND_STATUSES = {"WAIT_SELLER_AGREE", "WAIT_BUYER_RETURN_GOODS", "WAIT_SELLER_CONFIRM_GOODS",
                    "SELLER_REFUSE_BUYER", "CLOSED", "SUCCESS"}
 
@@ -316,6 +318,9 @@ class Apis:
 
     # ---------------------------------------------------------------- refunds, logistics, items
     def refunds_receive_get(self, call: Call) -> bytes:
+        """Refunds by modified time, newest first, as the increment API lists trades: the ``type`` filter
+        (default ``guarantee_trade,auto_delivery``, top-api.md 3.6), the same visibility lag, and only
+        the list APIs' three-month horizon. No span limit: none is documented for this API."""
         names = [f.strip() for f in call.required("fields").split(",") if f.strip()]
         shop = call.shop
         assert shop is not None
@@ -324,26 +329,25 @@ class Apis:
         status = call.params.get("status") or None
         if status and status not in REFUND_STATUSES:
             raise invalid("status")
+        types = type_codes(call.params.get("type") or REFUND_DEFAULT_TYPES)
         start, end = call.date_arg("start_modified"), call.date_arg("end_modified")
         if start is not None and end is not None and end < start:
             raise invalid("end_modified")
-        t = call.now
+        # Visibility lag: like the trades' increment index, the refunds list trails the world.
+        t = call.now - self.lag_s
+        self.world.ensure_horizon(call.now)
+        start = max(start if start is not None else 0, call.now - HORIZON)
+        stop = min(end if end is not None else t, t)
         refunding = (p.REFUND_ONSALE, p.REFUND_AFTERSALE)
-        if start is not None:
-            cands = dict.fromkeys(shop.event_idxs(start, min(end if end is not None else t, t)))
-        else:
-            cands = dict.fromkeys(i for i in range(len(shop.created)) if shop.created[i] <= t)
+        lo_text, hi_text = fmt_time(start), fmt_time(stop)
         refunds = []
-        for idx in cands:
-            if shop.outcomes[idx] not in refunding:
+        for idx in dict.fromkeys(shop.event_idxs(start, stop)):
+            if shop.outcomes[idx] not in refunding or shop.types[idx] not in types:
                 continue
-            from ordersync_pipeline.simulator.render import render_refund
             r = render_refund(self.world.ref(shop, idx), t)
             if r is None or (status and r["status"] != status):
                 continue
-            if start is not None and r["modified"] < fmt_time(start):
-                continue
-            if end is not None and r["modified"] > fmt_time(end):
+            if not lo_text <= r["modified"] <= hi_text:
                 continue
             refunds.append(r)
         refunds.sort(key=lambda r: (r["modified"], r["refund_id"]), reverse=True)

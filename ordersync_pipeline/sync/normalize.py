@@ -43,17 +43,31 @@ quarantine payloads unless ``keep_pii=True``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from typing import Any, Final
 
-import orjson
-
-from ordersync_pipeline.timeutil import GMT8, format_top_time, require_aware
-from ordersync_pipeline.warehouse.types import escape_unstorable, unstorable_char
+from ordersync_pipeline.sync.fields import (
+    EARLIEST_MODIFIED,
+    KEPT_RECEIVER_FIELDS,
+    MODIFIED_FUTURE_TOLERANCE,
+    MONEY_MAX_INT_DIGITS,
+    PII_FIELDS,
+    Invalid,
+    count,
+    ident,
+    implausible,
+    is_personal,
+    latest_modified,
+    money,
+    payload_json,
+    show,
+    text,
+    time,
+)
+from ordersync_pipeline.timeutil import require_aware
+from ordersync_pipeline.warehouse.types import escape_unstorable
 
 __all__ = [
     "NormalizedBatch", "normalize_trades", "merge_batches", "detail_row", "payload_json", "InvalidTrade",
@@ -81,31 +95,6 @@ ORDER_COLUMNS: Final = (
 )
 QUARANTINE_COLUMNS: Final = ("quarantined_at", "source", "shop_id", "record_key", "reason", "payload")
 
-# Receiver fields are masked by TOP but still personal; oaid is the key that unlocks them via platform
-# services. Only the region is kept (regional sales). Same rule as warehouse/privacy.py.
-PII_FIELDS: Final = frozenset({"receiver_name", "receiver_mobile", "receiver_phone", "receiver_address",
-                               "receiver_town", "receiver_zip", "oaid"})
-KEPT_RECEIVER_FIELDS: Final = frozenset({"receiver_state", "receiver_city", "receiver_district",
-                                         "receiver_country"})
-
-
-def is_personal(key: object) -> bool:
-    """True for trade keys never written outside the API response: every ``receiver_*`` field but the
-    region ones, and ``oaid`` (``PII_FIELDS`` lists the known ones)."""
-    return key in PII_FIELDS or (isinstance(key, str) and key.startswith("receiver_")
-                                 and key not in KEPT_RECEIVER_FIELDS)
-
-# The warehouse's Money is NUMERIC(14, 2); a larger amount is a unit error, not a sale.
-MONEY_MAX_INT_DIGITS: Final = 12
-_ID_MAX: Final = 2**63 - 1            # BIGINT
-_NUM_MAX: Final = 2**31 - 1           # INTEGER quantity
-_CENT: Final = Decimal("0.01")
-_CACHE_LIMIT: Final = 65_536          # bounded caches: cleared wholesale when full
-
-# Plausible ``modified``: clocks disagree by seconds, not a day; nothing on Taobao predates its launch.
-MODIFIED_FUTURE_TOLERANCE: Final = timedelta(days=1)
-EARLIEST_MODIFIED: Final = datetime(2003, 5, 10, tzinfo=GMT8)
-
 
 @dataclass
 class NormalizedBatch:
@@ -114,135 +103,8 @@ class NormalizedBatch:
     quarantine: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _Invalid(Exception):
-    """One field of one record failed validation; the message is the quarantine reason."""
-
-
 class InvalidTrade(ValueError):
     """Raised by ``detail_row`` (a single fullinfo trade has no batch to quarantine within)."""
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# --- field parsers: each returns the typed value or None (absent), or raises _Invalid -------------
-
-_money_cache: dict[str, Decimal] = {}
-_time_cache: dict[str, datetime] = {}
-
-
-def _parse_money_text(text: str, name: str, raw: Any) -> Decimal:
-    body = text[1:] if text[:1] == "-" else text
-    whole, dot, frac = body.partition(".")
-    if (not whole or not whole.isascii() or not whole.isdigit() or len(whole) > MONEY_MAX_INT_DIGITS
-            or (dot and (not frac or len(frac) > 2 or not frac.isascii() or not frac.isdigit()))):
-        raise _Invalid(f"field {name!r} = {_show(raw)} is not money "
-                       f"(up to {MONEY_MAX_INT_DIGITS} digits and at most 2 decimals)")
-    try:
-        return Decimal(text).quantize(_CENT)
-    except InvalidOperation:  # pragma: no cover - the checks above leave nothing Decimal refuses
-        raise _Invalid(f"field {name!r} = {_show(raw)} is not money") from None
-
-
-def _money(value: Any, name: str) -> Decimal | None:
-    if type(value) is str:
-        cached = _money_cache.get(value)
-        if cached is not None:
-            return cached
-        if value == "":
-            return None
-        parsed = _parse_money_text(value, name, value)
-        if len(_money_cache) >= _CACHE_LIMIT:
-            _money_cache.clear()
-        _money_cache[value] = parsed
-        return parsed
-    if value is None:
-        return None
-    if type(value) is int:
-        return _parse_money_text(str(value), name, value)
-    if type(value) is float:
-        # Not what TOP sends, but repr() of a float is its shortest exact decimal text, so a float
-        # such as 89.5 is taken at face value; NaN/inf/1e-05 fail the text checks.
-        return _parse_money_text(repr(value), name, value)
-    raise _Invalid(f"field {name!r} = {_show(value)} is not money (a {type(value).__name__})")
-
-
-def _time(value: Any, name: str) -> datetime | None:
-    if type(value) is str:
-        cached = _time_cache.get(value)
-        if cached is not None:
-            return cached
-        if value == "":
-            return None
-        # fromisoformat is ~40x faster than strptime; the shape check keeps it to exactly
-        # "yyyy-MM-dd HH:mm:ss" (fromisoformat alone would accept offsets, 'T', dates only...).
-        if (len(value) != 19 or value[10] != " " or value[4] != "-" or value[7] != "-"
-                or value[13] != ":" or value[16] != ":" or not value.isascii()):
-            raise _Invalid(f"field {name!r} = {_show(value)} is not a TOP time (yyyy-MM-dd HH:mm:ss)")
-        try:
-            parsed = datetime.fromisoformat(value).replace(tzinfo=GMT8)
-        except ValueError:
-            raise _Invalid(f"field {name!r} = {_show(value)} is not a valid time") from None
-        if len(_time_cache) >= _CACHE_LIMIT:
-            _time_cache.clear()
-        _time_cache[value] = parsed
-        return parsed
-    if value is None:
-        return None
-    raise _Invalid(f"field {name!r} = {_show(value)} is not a TOP time (a {type(value).__name__})")
-
-
-def _id(value: Any, name: str, *, required: bool) -> int | None:
-    if type(value) is int:
-        if 0 < value <= _ID_MAX:
-            return value
-    elif type(value) is str:
-        if value.isascii() and value.isdigit() and len(value) <= 19 and 0 < int(value) <= _ID_MAX:
-            return int(value)
-    elif value is None:
-        if required:
-            raise _Invalid(f"field {name!r} missing")
-        return None
-    raise _Invalid(f"field {name!r} = {_show(value)} is not a positive 64-bit id")
-
-
-def _count(value: Any, name: str) -> int | None:
-    if type(value) is int and 0 <= value <= _NUM_MAX:
-        return value
-    if value is None:
-        return None
-    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 10:
-        number = int(value)
-        if number <= _NUM_MAX:
-            return number
-    raise _Invalid(f"field {name!r} = {_show(value)} is not a quantity")
-
-
-def _text(value: Any, name: str, limit: int) -> str | None:
-    """Text up to ``limit`` characters (the column's width: an over-long value would fail the whole
-    set-based upsert on PostgreSQL, and truncating would store something TOP never sent) that every
-    backend can store (no NUL, no lone surrogate: see warehouse/types.py)."""
-    if type(value) is str:
-        # Hot path: the NUL scan and isascii are C loops; only non-ASCII text is encoded to find
-        # surrogates (types.unstorable_char, inlined to save a call per field).
-        if len(value) <= limit and "\x00" not in value:
-            if value.isascii():
-                return value
-            try:
-                value.encode("utf-8")
-                return value
-            except UnicodeEncodeError:
-                pass
-        if len(value) > limit:
-            raise _Invalid(f"field {name!r} = {_show(value)} is longer than {limit} characters")
-        raise _Invalid(f"field {name!r} contains {unstorable_char(value)} (cannot be stored)")
-    if value is None:
-        return None
-    if type(value) is int:
-        return _text(str(value), name, limit)
-    raise _Invalid(f"field {name!r} = {_show(value)} is not text (a {type(value).__name__})")
 
 
 def _status(value: Any, name: str, *, required: bool) -> str | None:
@@ -251,8 +113,8 @@ def _status(value: Any, name: str, *, required: bool) -> str | None:
     if value is None and not required:
         return None
     if value is None:
-        raise _Invalid(f"field {name!r} missing")
-    raise _Invalid(f"field {name!r} = {_show(value)} is not a known trade status")
+        raise Invalid(f"field {name!r} missing")
+    raise Invalid(f"field {name!r} = {show(value)} is not a known trade status")
 
 
 # --- records --------------------------------------------------------------------------------------
@@ -270,92 +132,77 @@ def _order_list(value: Any) -> list[Any]:
                 return [value]
     if isinstance(value, list):
         return value
-    raise _Invalid(f"field 'orders' = {_show(value)} is not a list of orders")
+    raise Invalid(f"field 'orders' = {show(value)} is not a list of orders")
 
 
 def _order_row(o: Any, position: int, tid: int, shop_id: str, modified: datetime,
                synced_at: datetime, fetched_at: datetime) -> dict[str, Any]:
     if not isinstance(o, Mapping):
-        raise _Invalid(f"order[{position}] is a {type(o).__name__}, expected an object")
+        raise Invalid(f"order[{position}] is a {type(o).__name__}, expected an object")
     get = o.get
     try:
-        oid = _id(get("oid"), "oid", required=True)
+        oid = ident(get("oid"), "oid", required=True)
         return {
             "oid": oid, "tid": tid, "shop_id": shop_id,
-            "num_iid": _id(get("num_iid"), "num_iid", required=False),
-            "sku_id": _text(get("sku_id"), "sku_id", 64),
-            "outer_iid": _text(get("outer_iid"), "outer_iid", 128),
-            "outer_sku_id": _text(get("outer_sku_id"), "outer_sku_id", 128),
-            "title": _text(get("title"), "title", 255),
-            "num": _count(get("num"), "num"),
-            "price": _money(get("price"), "price"),
-            "payment": _money(get("payment"), "payment"),
-            "total_fee": _money(get("total_fee"), "total_fee"),
-            "discount_fee": _money(get("discount_fee"), "discount_fee"),
-            "adjust_fee": _money(get("adjust_fee"), "adjust_fee"),
-            "divide_order_fee": _money(get("divide_order_fee"), "divide_order_fee"),
+            "num_iid": ident(get("num_iid"), "num_iid", required=False),
+            "sku_id": text(get("sku_id"), "sku_id", 64),
+            "outer_iid": text(get("outer_iid"), "outer_iid", 128),
+            "outer_sku_id": text(get("outer_sku_id"), "outer_sku_id", 128),
+            "title": text(get("title"), "title", 255),
+            "num": count(get("num"), "num"),
+            "price": money(get("price"), "price"),
+            "payment": money(get("payment"), "payment"),
+            "total_fee": money(get("total_fee"), "total_fee"),
+            "discount_fee": money(get("discount_fee"), "discount_fee"),
+            "adjust_fee": money(get("adjust_fee"), "adjust_fee"),
+            "divide_order_fee": money(get("divide_order_fee"), "divide_order_fee"),
             "status": _status(get("status"), "status", required=False),
-            "refund_status": _text(get("refund_status"), "refund_status", 64),
+            "refund_status": text(get("refund_status"), "refund_status", 64),
             "modified": modified, "synced_at": synced_at, "fetched_at": fetched_at,
         }
-    except _Invalid as exc:
-        raise _Invalid(f"order[{position}] (oid={_show(get('oid'))}): {exc}") from None
-
-
-def _implausible(raw: Any, modified: datetime, latest: datetime) -> _Invalid:
-    """The reason ``modified`` is implausible (see the module docstring). ``latest`` is the load time
-    plus the tolerance, in GMT8 like every parsed time: comparing the same tzinfo is the fast path."""
-    if modified > latest:
-        hours = MODIFIED_FUTURE_TOLERANCE // timedelta(hours=1)
-        return _Invalid(f"field 'modified' = {_show(raw)} is implausible: more than {hours} hours after "
-                        f"the load time ({format_top_time(latest - MODIFIED_FUTURE_TOLERANCE)} GMT+8)")
-    return _Invalid(f"field 'modified' = {_show(raw)} is implausible: before Taobao's launch "
-                    f"({EARLIEST_MODIFIED.date().isoformat()})")
-
-
-def _latest_modified(load_time: datetime) -> datetime:
-    return (load_time + MODIFIED_FUTURE_TOLERANCE).astimezone(GMT8)
+    except Invalid as exc:
+        raise Invalid(f"order[{position}] (oid={show(get('oid'))}): {exc}") from None
 
 
 def _trade_rows(t: Mapping[str, Any], shop_id: str, synced_at: datetime, fetched_at: datetime,
                 latest: datetime, source: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     get = t.get
-    tid = _id(get("tid"), "tid", required=True)
+    tid = ident(get("tid"), "tid", required=True)
     assert tid is not None
-    modified = _time(get("modified"), "modified")
+    modified = time(get("modified"), "modified")
     if modified is None:
-        raise _Invalid("field 'modified' missing")
+        raise Invalid("field 'modified' missing")
     if not EARLIEST_MODIFIED <= modified <= latest:
-        raise _implausible(get("modified"), modified, latest)
+        raise implausible(get("modified"), modified, latest)
     row = {
         "shop_id": shop_id, "tid": tid,
         "status": _status(get("status"), "status", required=True),
-        "type": _text(get("type"), "type", 64),
-        "created": _time(get("created"), "created"),
+        "type": text(get("type"), "type", 64),
+        "created": time(get("created"), "created"),
         "modified": modified,
-        "pay_time": _time(get("pay_time"), "pay_time"),
-        "consign_time": _time(get("consign_time"), "consign_time"),
-        "end_time": _time(get("end_time"), "end_time"),
-        "payment": _money(get("payment"), "payment"),
-        "total_fee": _money(get("total_fee"), "total_fee"),
-        "post_fee": _money(get("post_fee"), "post_fee"),
-        "discount_fee": _money(get("discount_fee"), "discount_fee"),
-        "adjust_fee": _money(get("adjust_fee"), "adjust_fee"),
-        "step_trade_status": _text(get("step_trade_status"), "step_trade_status", 64),
-        "step_paid_fee": _money(get("step_paid_fee"), "step_paid_fee"),
-        "buyer_open_uid": _text(get("buyer_open_uid"), "buyer_open_uid", 128),
-        "buyer_nick": _text(get("buyer_nick"), "buyer_nick", 128),
-        "seller_nick": _text(get("seller_nick"), "seller_nick", 128),
-        "receiver_state": _text(get("receiver_state"), "receiver_state", 64),
-        "receiver_city": _text(get("receiver_city"), "receiver_city", 64),
-        "receiver_district": _text(get("receiver_district"), "receiver_district", 64),
-        "num": _count(get("num"), "num"),
+        "pay_time": time(get("pay_time"), "pay_time"),
+        "consign_time": time(get("consign_time"), "consign_time"),
+        "end_time": time(get("end_time"), "end_time"),
+        "payment": money(get("payment"), "payment"),
+        "total_fee": money(get("total_fee"), "total_fee"),
+        "post_fee": money(get("post_fee"), "post_fee"),
+        "discount_fee": money(get("discount_fee"), "discount_fee"),
+        "adjust_fee": money(get("adjust_fee"), "adjust_fee"),
+        "step_trade_status": text(get("step_trade_status"), "step_trade_status", 64),
+        "step_paid_fee": money(get("step_paid_fee"), "step_paid_fee"),
+        "buyer_open_uid": text(get("buyer_open_uid"), "buyer_open_uid", 128),
+        "buyer_nick": text(get("buyer_nick"), "buyer_nick", 128),
+        "seller_nick": text(get("seller_nick"), "seller_nick", 128),
+        "receiver_state": text(get("receiver_state"), "receiver_state", 64),
+        "receiver_city": text(get("receiver_city"), "receiver_city", 64),
+        "receiver_district": text(get("receiver_district"), "receiver_district", 64),
+        "num": count(get("num"), "num"),
         "source": source, "synced_at": synced_at, "fetched_at": fetched_at,
     }
     orders = [_order_row(o, i, tid, shop_id, modified, synced_at, fetched_at)
               for i, o in enumerate(_order_list(get("orders")))]
     if len(orders) > 1 and len({o["oid"] for o in orders}) != len(orders):
-        raise _Invalid("field 'orders' lists the same oid twice")
+        raise Invalid("field 'orders' lists the same oid twice")
     return row, orders
 
 
@@ -366,18 +213,6 @@ def _record_key(record: Any) -> str | None:
     if tid is None or isinstance(tid, (dict, list)):
         return None
     return escape_unstorable(str(tid)[:64])  # it is quoted in reasons, which must be storable too
-
-
-def payload_json(record: Any, *, keep_pii: bool = False) -> str:
-    """The raw record as JSON text for the quarantine table; ints stay exact, PII stripped."""
-    if isinstance(record, Mapping) and not keep_pii and any(is_personal(k) for k in record):
-        record = {k: v for k, v in record.items() if not is_personal(k)}
-    try:
-        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        # orjson refuses ints beyond 64 bits, lone surrogates and non-JSON types. The stdlib writes
-        # big ints exactly, but a lone surrogate raw: escaped here so the payload can be stored.
-        return escape_unstorable(json.dumps(record, ensure_ascii=False, default=repr))
 
 
 def _quarantine_row(record: Any, reason: str, *, shop_id: str, source: str, at: datetime,
@@ -401,15 +236,15 @@ def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, fetch
     """
     require_aware(fetched_at, "fetched_at")
     require_aware(synced_at, "synced_at")
-    latest = _latest_modified(synced_at)
+    latest = latest_modified(synced_at)
     by_tid: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     quarantine: list[dict[str, Any]] = []
     for record in trades:
         try:
             if not isinstance(record, Mapping):
-                raise _Invalid(f"trade is a {type(record).__name__}, expected an object")
+                raise Invalid(f"trade is a {type(record).__name__}, expected an object")
             row, orders = _trade_rows(record, shop_id, synced_at, fetched_at, latest, source)
-        except _Invalid as exc:
+        except Invalid as exc:
             quarantine.append(_quarantine_row(record, f"trade {_record_key(record) or '?'}: {exc}",
                                               shop_id=shop_id, source=source, at=synced_at,
                                               keep_pii=keep_pii))
@@ -471,15 +306,15 @@ def detail_row(shop_id: str, trade: Mapping[str, Any], *, fetched_at: datetime,
     require_aware(fetched_at, "fetched_at")
     try:
         if not isinstance(trade, Mapping):
-            raise _Invalid(f"trade is a {type(trade).__name__}, expected an object")
-        tid = _id(trade.get("tid"), "tid", required=True)
-        modified = _time(trade.get("modified"), "modified")
+            raise Invalid(f"trade is a {type(trade).__name__}, expected an object")
+        tid = ident(trade.get("tid"), "tid", required=True)
+        modified = time(trade.get("modified"), "modified")
         if modified is None:
-            raise _Invalid("field 'modified' missing")
-        latest = _latest_modified(fetched_at)
+            raise Invalid("field 'modified' missing")
+        latest = latest_modified(fetched_at)
         if not EARLIEST_MODIFIED <= modified <= latest:
-            raise _implausible(trade.get("modified"), modified, latest)
-    except _Invalid as exc:
+            raise implausible(trade.get("modified"), modified, latest)
+    except Invalid as exc:
         raise InvalidTrade(f"fullinfo trade {_record_key(trade) or '?'}: {exc}") from None
     return {"tid": tid, "shop_id": shop_id, "modified": modified, "fetched_at": fetched_at,
             "detail": payload_json(trade, keep_pii=keep_pii)}

@@ -31,14 +31,15 @@ from ordersync_pipeline.top.envelope import unwrap_trade
 from ordersync_pipeline.top.errors import MalformedResponseError, UnstableWindowError
 from ordersync_pipeline.top.pages import ITEMS, REFUNDS, SKUS, TRADES, ListShape, Page, list_from_response
 
-__all__ = ["ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "REFUNDS_RECEIVE_GET", "FULLINFO_GET",
-           "MAX_PAGE_SIZE", "MAX_INCREMENT_SPAN", "ListApi", "TRADES_SOLD", "TRADES_INCREMENT",
+__all__ = ["ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "REFUNDS_RECEIVE_GET", "REFUND_GET",
+           "FULLINFO_GET", "MAX_PAGE_SIZE", "MAX_INCREMENT_SPAN", "ListApi", "TRADES_SOLD", "TRADES_INCREMENT",
            "REFUNDS_RECEIVE", "iter_sold_pages", "iter_increment_pages", "get_trade_fullinfo",
            "split_window", "detail_page", "ONSALE_GET", "SKUS_GET", "MAX_SKU_ITEMS", "iter_onsale_pages"]
 
 SOLD_GET = "taobao.trades.sold.get"
 INCREMENT_GET = "taobao.trades.sold.increment.get"
 REFUNDS_RECEIVE_GET = "taobao.refunds.receive.get"
+REFUND_GET = "taobao.refund.get"
 FULLINFO_GET = "taobao.trade.fullinfo.get"
 ONSALE_GET = "taobao.items.onsale.get"
 SKUS_GET = "taobao.item.skus.get"

@@ -67,6 +67,8 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "modified": "the parent trade's modified (lines follow their trade's newest version)",
         "synced_at": _SYNCED,
         "fetched_at": "the parent trade's fetched_at",
+        "refund_modified": ("when refund_status came from a refund: that refund's modified; NULL when it is "
+                            "the trade's own (the newer state wins)"),
     },
     "trade_details": {
         "tid": "platform trade id",
@@ -162,8 +164,8 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "oid": "the order line refunded (trade_orders.oid)",
         "status": "refund status, e.g. WAIT_SELLER_AGREE, WAIT_BUYER_RETURN_GOODS, SUCCESS, CLOSED",
         "refund_fee": "amount refunded, yuan",
-        "total_fee": "the line's total, yuan",
-        "payment": "amount the buyer paid for the line, yuan",
+        "total_fee": "the trade's total, yuan",
+        "payment": "what the buyer still has paid after the refund, yuan",
         "good_status": "goods status, e.g. BUYER_NOT_RECEIVED, BUYER_RECEIVED, BUYER_RETURNED_GOODS",
         "has_good_return": "the buyer is to send the goods back",
         "reason": "the buyer's reason",

@@ -26,6 +26,7 @@ from ordersync_pipeline.warehouse import ledger, migrator
 from ordersync_pipeline.warehouse.connect import create_warehouse_engine
 from ordersync_pipeline.warehouse.ledger import CallStats, CompletedWindow
 from ordersync_pipeline.warehouse.privacy import scrub_detail
+from ordersync_pipeline.warehouse.refund_status import apply_refunds, lock_refund_state
 from ordersync_pipeline.warehouse.tables import (
     MONOTONIC_TABLES,
     Monotonic,
@@ -48,6 +49,8 @@ from ordersync_pipeline.warehouse.upsert import (
 
 # Bound on how many keys go into one IN (...) list (SQLite's variable limit is 32766).
 _IN_CHUNK = 5000
+# Tables whose rows (by ``oid``) bring trade_orders.refund_status up to date after they are written.
+_REFUND_STATE_TABLES = ("trade_orders", "refunds")
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class Warehouse:
         with self.engine.connect() as conn:
             self._strategy.prepare(conn, [load.table for load in loads if load.rows])
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    lock_refund_state(conn, {load.table.name for load in loads if load.rows})
                 self._write_in(conn, loads)
 
     def _write_in(self, conn: sa.Connection, loads: Sequence[_Load]) -> None:
@@ -174,6 +179,11 @@ class Warehouse:
                 parent_name, column = load.spec.parent
                 delete_superseded_children(conn, load.table, load.spec.key, metadata.tables[parent_name],
                                            column, sorted({row[column] for row in load.rows}))
+        # Order lines and refunds both carry a line's refund state: the newer one wins, in this same
+        # transaction, whichever arrived last (refund_status.py).
+        lines = {row["oid"] for load in loads if load.table.name in _REFUND_STATE_TABLES for row in load.rows}
+        if lines:
+            apply_refunds(conn, lines)
 
     def _write_or_split(self, loads: Sequence[_Load]) -> list[tuple[Any, dict[str, Any]]]:
         """Write ``loads``; if the database refuses their data, bisect by group and retry the halves.

@@ -84,8 +84,39 @@ trade_orders = sa.Table(
     sa.Column("modified", UTCDateTime, nullable=False),
     sa.Column("synced_at", UTCDateTime, nullable=False),
     sa.Column("fetched_at", UTCDateTime),  # the parent trade's, like modified
+    # When refund_status came from the refunds table: that refund's modified (NULL: it is the trade's
+    # own, as of the line's modified). The newer of the two states wins (warehouse/refund_status.py).
+    sa.Column("refund_modified", UTCDateTime),
     sa.Index("ix_trade_orders_tid", "tid"),
     sa.Index("ix_trade_orders_shop_item_sku", "shop_id", "num_iid", "sku_id"),
+    **MYSQL_TABLE_ARGS,
+)
+
+# Refunds the seller received (taobao.refunds.receive.get), one row per refund, newest state.
+refunds = sa.Table(
+    "refunds",
+    metadata,
+    sa.Column("refund_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("shop_id", sa.String(64), nullable=False),
+    sa.Column("tid", sa.BigInteger, nullable=False),
+    sa.Column("oid", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(64), nullable=False),
+    sa.Column("refund_fee", Money),
+    sa.Column("total_fee", Money),
+    sa.Column("payment", Money),
+    sa.Column("good_status", sa.String(64)),
+    sa.Column("has_good_return", sa.Boolean),
+    sa.Column("reason", sa.String(255)),
+    # "desc" is an SQL keyword: SQLAlchemy quotes it in every statement it writes; hand-written SQL
+    # must quote it too ("desc" on PostgreSQL and SQLite, `desc` on MariaDB).
+    sa.Column("desc", sa.Text),
+    sa.Column("created", UTCDateTime),
+    sa.Column("modified", UTCDateTime, nullable=False),
+    sa.Column("synced_at", UTCDateTime, nullable=False),
+    sa.Column("fetched_at", UTCDateTime),  # the version tie-breaker, as on trades
+    sa.Index("ix_refunds_oid", "oid"),
+    sa.Index("ix_refunds_tid", "tid"),
+    sa.Index("ix_refunds_shop_modified", "shop_id", "modified"),
     **MYSQL_TABLE_ARGS,
 )
 
@@ -335,9 +366,10 @@ class Monotonic:
         return self.parent[1] if self.parent else self.key
 
 
-# Tables loaded with the monotonic upsert. A new one (refunds) needs its table and an entry here.
+# Tables loaded with the monotonic upsert. A new stream's table needs its table and an entry here.
 MONOTONIC_TABLES: dict[str, Monotonic] = {
     "trades": Monotonic(key="tid"),
     "trade_orders": Monotonic(key="oid", parent=("trades", "tid")),
     "trade_details": Monotonic(key="tid"),
+    "refunds": Monotonic(key="refund_id"),
 }

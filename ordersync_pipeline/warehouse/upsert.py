@@ -175,6 +175,8 @@ def _pg_copy_type(column: sa.Column[Any]) -> str:
         return "int4"
     if isinstance(kind, (sa.String, sa.Text)):
         return "text"
+    if isinstance(kind, sa.Boolean):
+        return "bool"
     raise TypeError(f"no COPY type for {column.table.name}.{column.name} ({kind!r})")
 
 
@@ -212,7 +214,9 @@ class PostgresCopyUpsert:
         assert raw is not None
         as_tuple = operator.itemgetter(*columns)
         with raw.cursor() as cursor:
-            copy_sql = f"COPY {staging} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+            # Quoted: a column may be an SQL keyword (refunds."desc").
+            quoted = ", ".join(conn.dialect.identifier_preparer.quote(name) for name in columns)
+            copy_sql = f"COPY {staging} ({quoted}) FROM STDIN (FORMAT BINARY)"
             with cursor.copy(copy_sql) as copy:
                 # Binary COPY measured ~30 % faster than text here; the types must be named for it.
                 copy.set_types([_pg_copy_type(c) for c in table.columns])
@@ -241,7 +245,7 @@ def _pg_merge_statement(table: sa.Table, key: str, staging: str) -> sa.Executabl
     )
 
 
-def _in_keys(dialect_name: str, key_type: sa.types.TypeEngine[Any],
+def in_keys(dialect_name: str, key_type: sa.types.TypeEngine[Any],
              column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     """``column IN (:keys)``. On PostgreSQL ``column = ANY(:keys)``: one array parameter, where
     psycopg spends ~10 ms of Python splitting a query with 2,000 placeholders (measured; the query
@@ -282,8 +286,8 @@ def delete_superseded_children(conn: Connection, child: sa.Table, key: str, pare
     )
     key_type = child.c[column].type
     stale = (sa.select(child.c[key]).join(stored, stored.c[column] == child.c[column])
-             .where(_in_keys(conn.dialect.name, key_type, child.c[column]),
-                    _in_keys(conn.dialect.name, key_type, stored.c[column]), older, brought_children))
+             .where(in_keys(conn.dialect.name, key_type, child.c[column]),
+                    in_keys(conn.dialect.name, key_type, stored.c[column]), older, brought_children))
     if conn.dialect.name == "postgresql":
         # This is a lookup by key; make sure PostgreSQL plans it as one (measured on
         # bench_warehouse.py batches: 26 ms a batch without these, 2.7 ms with them):

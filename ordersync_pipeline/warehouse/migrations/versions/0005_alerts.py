@@ -7,7 +7,7 @@ Written by hand as a snapshot (later edits to tables.py need a new revision, nev
 tests/test_warehouse_schema.py checks the migrated database against tables.py.
 
 Revision ID: 0005_alerts
-Revises: 0003_sync_windows_per_stream (temporarily: 0004_refunds once refunds land, see the brief)
+Revises: 0004_refunds
 Create Date: 2026-12-01
 """
 
@@ -21,7 +21,7 @@ from ordersync_pipeline.warehouse.types import UTCDateTime, big_id
 MYSQL_TABLE_ARGS: dict[str, str] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 
 revision = "0005_alerts"
-down_revision = "0003_sync_windows_per_stream"
+down_revision = "0004_refunds"
 branch_labels = None
 depends_on = None
 

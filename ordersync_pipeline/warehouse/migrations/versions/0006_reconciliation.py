@@ -24,7 +24,7 @@ from ordersync_pipeline.warehouse.types import UTCDateTime
 MYSQL_TABLE_ARGS: dict[str, str] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 
 revision = "0006_reconciliation"
-# Reserved chain: 0004_refunds -> 0005_alerts -> 0006_reconciliation (0005 follows 0003 until refunds land).
+# Chain: 0004_refunds -> 0005_alerts -> 0006_reconciliation.
 down_revision = "0005_alerts"
 branch_labels = None
 depends_on = None
