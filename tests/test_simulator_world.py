@@ -309,7 +309,12 @@ def test_refunds_logistics_and_inventory(sim: Simulator, probe: Probe) -> None:
                        page_size=100)["items_onsale_get_response"]
     assert items["total_results"] == len(sim.world.inventory("shop-1")) == len(items["items"]["item"])
     first = items["items"]["item"][0]
-    assert first["num"] == sum(s["quantity"] for s in first["skus"]["sku"])
+    assert "skus" not in first  # Item's list fields only; SKU detail is taobao.item.skus.get's
+    skus = probe.call("taobao.item.skus.get", session, fields="sku_id,num_iid,quantity",
+                      num_iids=str(first["num_iid"]))["item_skus_get_response"]["skus"]["sku"]
+    assert first["num"] == sum(s["quantity"] for s in skus) and {s["num_iid"] for s in skus} == {first["num_iid"]}
+    too_many = probe.call("taobao.item.skus.get", session, fields="sku_id", num_iids=",".join(["1"] * 41))
+    assert too_many["error_response"]["code"] == 41
 
 
 def test_admin_http_ground_truth_and_config(sim: Simulator, tmp_path: Any) -> None:

@@ -12,6 +12,7 @@ import dagster as dg
 from ordersync_pipeline.defs.alerting import alerting_sensors
 from ordersync_pipeline.defs.automation import build_jobs, build_schedules
 from ordersync_pipeline.defs.factory import sync_assets
+from ordersync_pipeline.defs.forecast import build_forecast
 from ordersync_pipeline.defs.partitions import Partitions
 from ordersync_pipeline.defs.reconcile import build_monitoring
 from ordersync_pipeline.defs.metadata import user_facing
@@ -43,11 +44,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     increment = [sync_assets("increment", partitions, settings)]
     historical = [sync_assets("historical", partitions, settings)]
     monitoring = build_monitoring(settings, partitions.timeline, max_shops_per_run=MAX_SHOPS_PER_RUN)
+    forecast = build_forecast(settings, partitions.timeline)
     return dg.Definitions(
-        assets=[*increment, *historical, *monitoring.assets],
-        jobs=[*build_jobs(increment, historical), *monitoring.jobs],
+        assets=[*increment, *historical, *monitoring.assets, *forecast.assets],
+        jobs=[*build_jobs(increment, historical), *monitoring.jobs, *forecast.jobs],
         schedules=[*build_schedules(partitions, settings.shop_ids, max_shops_per_run=MAX_SHOPS_PER_RUN,
-                                    paused_shops=paused_shops_reader(settings)), *monitoring.schedules],
+                                    paused_shops=paused_shops_reader(settings)), *monitoring.schedules,
+                   *forecast.schedules],
         sensors=[*alerting_sensors(settings), *build_sensors(settings, partitions)],
         resources=build_resources(settings),
         executor=dg.in_process_executor,

@@ -43,7 +43,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -339,9 +339,10 @@ class PageLake:
             return False
 
     def read_partition(self, *, shop_id: str, stream: str, partition_key: str,
-                       shape: ListShape) -> Iterator[Page]:
+                       shape: ListShape | Mapping[str, ListShape]) -> Iterator[Page]:
         """The partition's pages in written order, items re-parsed from each body as ``shape`` lays
-        them out (the caller knows which list API the stream pages).
+        them out (the caller knows which list API the stream pages); a mapping names the shape of each
+        method whose pages the partition holds (a listing and the detail API completing it).
 
         Checks happen now, before the first page: ``PartitionMissing`` without a manifest,
         ``PartitionCorrupt`` when the file does not match it. Pages are read a row group at a time; a
@@ -369,10 +370,17 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _iter_pages(handle: IO[bytes], path: Path, shape: ListShape) -> Iterator[Page]:
+def _iter_pages(handle: IO[bytes], path: Path, shapes: ListShape | Mapping[str, ListShape]) -> Iterator[Page]:
     with handle, pq.ParquetFile(handle) as parquet:
         for batch in parquet.iter_batches(batch_size=PAGES_PER_ROW_GROUP):
             for row in batch.to_pylist():
+                if isinstance(shapes, ListShape):
+                    shape = shapes
+                elif row["method"] in shapes:
+                    shape = shapes[row["method"]]
+                else:
+                    raise PartitionCorrupt(f"{path}: page {row['page_no']} is from {row['method']}, which this "
+                                           f"dataset does not read ({sorted(shapes)})")
                 try:
                     items, _, _ = parse_list_body(row["body"], shape, method=row["method"],
                                                   shop_id=row["shop_id"])
