@@ -227,6 +227,28 @@ class OrchestrationSettings(BaseModel):
         return value.strip() if value is not None else None
 
 
+class ForecastConfig(BaseModel):
+    """Stock, the daily forecast and replenishment (issue 11); see forecast/ and defs/forecast.py."""
+
+    model_config = _MODEL_CONFIG
+
+    # Days from a purchase order to stock on hand: the suggestion covers the demand over them.
+    lead_time_days: int = Field(default=7, ge=1, le=365)
+    # Chance that the lead time's demand is covered (sets the safety stock), 0.5 .. 0.999.
+    service_level: float = Field(default=0.95, ge=0.5, lt=1)
+    # Suggested quantities are rounded up to whole packs of this many units.
+    pack_size: int = Field(default=1, ge=1, le=100_000)
+    # Days of daily_sales behind each forecast (the model uses at most the last 26 weeks).
+    history_days: int = Field(default=182, ge=14, le=730)
+    # When the inventory snapshot is taken (cron, Asia/Shanghai): hourly by default.
+    inventory_cron: str = Field(default="0 * * * *", pattern=r"^\S+( \S+){4}$")
+    # When the previous day's sales, forecast and suggestions run (HH:MM, Asia/Shanghai); after the
+    # day's reconciliation (monitoring.reconcile_at), so the day's trades are complete.
+    run_at: str = Field(default="02:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    # SKUs charted in the report (the largest suggestions).
+    top_skus: int = Field(default=5, ge=0, le=50)
+
+
 class OrdersyncConfig(BaseModel):
     model_config = _MODEL_CONFIG
 
@@ -244,6 +266,7 @@ class OrdersyncConfig(BaseModel):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
 
     @field_validator("gateway")
     @classmethod
@@ -259,6 +282,13 @@ class OrdersyncConfig(BaseModel):
         if value not in SIGN_METHODS:
             raise ValueError(f"sign_method must be one of {', '.join(SIGN_METHODS)}")
         return value
+
+    @model_validator(mode="after")
+    def _forecast_after_reconciliation(self) -> OrdersyncConfig:
+        if self.forecast.run_at <= self.monitoring.reconcile_at:
+            raise ValueError(f"forecast.run_at ({self.forecast.run_at}) must be later than monitoring.reconcile_at "
+                             f"({self.monitoring.reconcile_at}): the forecast reads the reconciled day")
+        return self
 
     @model_validator(mode="after")
     def _unique_shops(self) -> OrdersyncConfig:

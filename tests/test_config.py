@@ -185,3 +185,18 @@ def test_home_and_its_default_warehouse_path_are_private(tmp_path: Path) -> None
     shared.chmod(0o755)
     assert ordersync_home({"ORDERSYNC_HOME": str(shared)}) == shared
     assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+
+
+def test_the_forecast_section_has_defaults_and_runs_after_the_reconciliation(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, GOOD))
+    f = cfg.forecast
+    assert (f.lead_time_days, f.service_level, f.pack_size, f.history_days, f.inventory_cron, f.run_at) == (
+        7, 0.95, 1, 182, "0 * * * *", "02:00")
+    tuned = load_config(_write(tmp_path, GOOD + "forecast:\n  lead_time_days: 10\n  pack_size: 12\n"
+                                                "  inventory_cron: '*/30 * * * *'\n"))
+    assert (tuned.forecast.lead_time_days, tuned.forecast.pack_size, tuned.forecast.inventory_cron) == (
+        10, 12, "*/30 * * * *")
+    early = _load_error(tmp_path, GOOD + "forecast:\n  run_at: '00:45'\n")
+    assert "forecast.run_at (00:45) must be later than monitoring.reconcile_at (01:00)" in str(early)
+    assert "service_level" in str(_load_error(tmp_path, GOOD + "forecast:\n  service_level: 1.5\n"))
+    assert "inventory_cron" in str(_load_error(tmp_path, GOOD + "forecast:\n  inventory_cron: hourly\n"))

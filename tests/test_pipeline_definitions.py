@@ -37,7 +37,8 @@ def test_assets_jobs_and_schedule_come_from_the_registry(tmp_path: Path) -> None
         for kind in ("increment", "historical"):
             assert set(stream.assets.all_names(kind)) <= keys  # type: ignore[arg-type]
     assert {j.name for j in defs.jobs} == {"incremental_sync_job", "historical_load_job",  # type: ignore[union-attr]
-                                           "daily_reconciliation_job", "degraded_full_pull_job"}
+                                           "daily_reconciliation_job", "degraded_full_pull_job",
+                                           "inventory_job", "daily_forecast_job"}
     schedule = defs.resolve_schedule_def("incremental_sync_schedule")
     assert schedule.cron_schedule == "3,18,33,48 * * * *"  # each quarter hour plus the 3-minute lag
     assert schedule.execution_timezone == "Asia/Shanghai"

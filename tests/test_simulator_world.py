@@ -13,10 +13,13 @@ import requests
 from ordersync_pipeline.config import OrdersyncConfig, load_config, write_config
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
 from ordersync_pipeline.simulator.probe import Probe
-from ordersync_pipeline.timeutil import SHANGHAI
-from ordersync_pipeline.timeutil import format_top_time, parse_top_time
+from ordersync_pipeline.timeutil import SHANGHAI, format_top_time, parse_top_time
 
 LIST_FIELDS = "tid,type,status,created,modified,orders.oid"
+
+# Worlds whose test reads the changes of a few minutes start at a fixed afternoon: started at the host's
+# time, a run after midnight Shanghai time found too few changes (16 of 20 at 00:40, none at 01:45).
+AFTERNOON = datetime.now(SHANGHAI).replace(hour=15, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +137,7 @@ def test_stepped_clock_moves_trades_along_and_creates_new_ones(probe: Probe) -> 
 
 def test_visibility_lag_hides_fresh_changes_from_increment_only() -> None:
     with start_simulator(SimulatorSettings(seed=9, shops=1, orders_per_day=3000, history_days=1,
-                                           clock="stepped", visibility_lag_s=120)) as sim:
+                                           clock="stepped", visibility_lag_s=120, start_at=AFTERNOON)) as sim:
         p = Probe(sim.gateway_url, sim.app_key, sim.app_secret)
         session = sim.shops[0].session
         t0 = sim.clock.now()
@@ -158,7 +161,7 @@ def test_visibility_lag_hides_fresh_changes_from_increment_only() -> None:
 
 def test_refunds_list_trails_the_world_by_the_same_visibility_lag() -> None:
     with start_simulator(SimulatorSettings(seed=9, shops=1, orders_per_day=3000, history_days=1,
-                                           clock="stepped", visibility_lag_s=1800)) as sim:
+                                           clock="stepped", visibility_lag_s=1800, start_at=AFTERNOON)) as sim:
         p = Probe(sim.gateway_url, sim.app_key, sim.app_secret)
         session = sim.shops[0].session
         now = sim.clock.now()
@@ -216,10 +219,8 @@ def test_page_drift_loses_trades_for_forward_paging_but_not_reverse() -> None:
 
 
 def test_tmc_messages_redelivered_until_confirmed() -> None:
-    # The world starts at a fixed afternoon: at 00:40 Shanghai time ten minutes hold fewer than 20 changes.
-    afternoon = datetime.now(SHANGHAI).replace(hour=15, minute=0, second=0, microsecond=0) - timedelta(days=1)
     with start_simulator(SimulatorSettings(seed=3, shops=1, orders_per_day=3000, history_days=1,
-                                           clock="stepped", tmc_redelivery_s=300, start_at=afternoon)) as sim:
+                                           clock="stepped", tmc_redelivery_s=300, start_at=AFTERNOON)) as sim:
         p = Probe(sim.gateway_url, sim.app_key, sim.app_secret)
         assert "messages" not in p.call("taobao.tmc.messages.consume", quantity=50)["tmc_messages_consume_response"]
         sim.clock.advance(600)
@@ -309,7 +310,12 @@ def test_refunds_logistics_and_inventory(sim: Simulator, probe: Probe) -> None:
                        page_size=100)["items_onsale_get_response"]
     assert items["total_results"] == len(sim.world.inventory("shop-1")) == len(items["items"]["item"])
     first = items["items"]["item"][0]
-    assert first["num"] == sum(s["quantity"] for s in first["skus"]["sku"])
+    assert "skus" not in first  # Item's list fields only; SKU detail is taobao.item.skus.get's
+    skus = probe.call("taobao.item.skus.get", session, fields="sku_id,num_iid,quantity",
+                      num_iids=str(first["num_iid"]))["item_skus_get_response"]["skus"]["sku"]
+    assert first["num"] == sum(s["quantity"] for s in skus) and {s["num_iid"] for s in skus} == {first["num_iid"]}
+    too_many = probe.call("taobao.item.skus.get", session, fields="sku_id", num_iids=",".join(["1"] * 41))
+    assert too_many["error_response"]["code"] == 41
 
 
 def test_admin_http_ground_truth_and_config(sim: Simulator, tmp_path: Any) -> None:

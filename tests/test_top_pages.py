@@ -74,9 +74,9 @@ def test_a_bad_record_is_kept_for_quarantine_not_dropped_and_not_fatal() -> None
 
 
 def test_a_shape_names_only_nested_lists_the_envelope_can_unwrap() -> None:
-    assert ListShape("items", "item").nested == ()
+    assert ListShape("items", "item", nested=("skus",)).nested == ("skus",)
     with pytest.raises(ValueError, match="add them to top.envelope.LIST_WRAPPERS"):
-        ListShape("items", "item", nested=("skus",))
+        ListShape("items", "item", nested=("props",))
 
 
 # -- one reverse pager, refunds through their shape ------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 import sqlalchemy as sa
 
@@ -17,7 +18,7 @@ from ordersync_pipeline.sync.streams import STREAMS
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.tables import api_calls, metadata, quarantine
 
-__all__ = ["RunReport", "SyncReport", "collect_figures"]
+__all__ = ["RunReport", "SyncReport", "StockSummary", "collect_figures", "collect_stock"]
 
 
 @dataclass
@@ -35,6 +36,44 @@ class RunReport:
 
 
 @dataclass
+class StockSummary:
+    """The stock and forecast section: the newest snapshot, open presale freezes, the day's suggestions."""
+
+    day: str                                       # the forecast's as_of (Asia/Shanghai)
+    skus_listed: int = 0                           # SKUs in the newest inventory snapshots
+    skus_in_stock: int = 0                         # of which quantity > 0
+    units_on_hand: int = 0
+    frozen_lines: int = 0                          # open presale freezes
+    frozen_units: int = 0
+    skus_to_reorder: int = 0
+    units_suggested: int = 0
+    top: list[tuple[str, str, int, str]] = field(default_factory=list)   # shop, sku_key, qty, reason
+    backtest: dict[str, float] = field(default_factory=dict)              # defs/forecast.backtest_figures
+    backtest_note: str = ""
+    report_path: str | None = None
+
+    def lines(self) -> list[str]:
+        out = ["", f"stock and replenishment (as of {self.day})",
+               f"SKUs in stock: {self.skus_in_stock} of {self.skus_listed} listed "
+               f"({self.units_on_hand} units on hand); "
+               f"presale freeze: {self.frozen_units} units on {self.frozen_lines} open order line(s)",
+               f"reorder: {self.units_suggested} units over {self.skus_to_reorder} SKU(s)"]
+        for shop, sku, qty, reason in self.top:
+            out.append(f"  {shop:<12} {sku:<22} {qty:>6}  {reason}")
+        b = self.backtest
+        if b:
+            out.append(f"backtest (4 weekly origins): WAPE model {b['model_wape']:.3f}, seasonal naive "
+                       f"{b['seasonal_naive_wape']:.3f}, 28-day average {b['moving_average_wape']:.3f} "
+                       f"(model {b['improvement']:+.1%} vs seasonal naive); bias model {b['model_bias']:+.3f}; "
+                       f"80 % interval coverage {b['coverage']:.0%}")
+        elif self.backtest_note:
+            out.append(f"backtest: {self.backtest_note}")
+        if self.report_path:
+            out.append(f"report: {self.report_path}")
+        return out
+
+
+@dataclass
 class SyncReport:
     runs: list[RunReport] = field(default_factory=list)
     rows: dict[str, dict[str, int]] = field(default_factory=dict)      # stream -> shop -> rows
@@ -45,6 +84,7 @@ class SyncReport:
     quarantined: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    stock: StockSummary | None = None
 
     @property
     def success(self) -> bool:
@@ -73,6 +113,8 @@ class SyncReport:
                     line += f"{rate:>12.1%} "
                 lines.append(line)
         lines += self._reconciliation_lines()
+        if self.stock is not None:
+            lines += self.stock.lines()
         lines += ["", f"API calls: {self.api_calls} ({self.api_errors} failed attempts, retried)",
                   f"Quarantined records: {self.quarantined}", f"Wall time: {self.seconds:.1f}s"]
         lines.extend(self.notes)
@@ -123,3 +165,29 @@ def collect_figures(report: SyncReport, warehouse: Warehouse, shops: Sequence[st
                                                   .where(quarantine.c.run_id.in_(list(run_ids)))).scalar_one())
     if run_ids:
         report.reconciliation = read_days(warehouse, shop_ids=shops, run_ids=run_ids)
+
+
+def collect_stock(warehouse: Warehouse, shops: Sequence[str], day: date, *, backtest: dict[str, float],
+                  backtest_note: str = "", report_path: str | None = None, top: int = 5) -> StockSummary:
+    """The stock section from the warehouse: newest snapshots, open freezes and the day's suggestions."""
+    from ordersync_pipeline.forecast import store
+
+    summary = StockSummary(day=day.isoformat(), backtest=backtest, backtest_note=backtest_note,
+                           report_path=report_path)
+    inventory = store.read_inventory(warehouse, shops)
+    summary.skus_listed = len(inventory)
+    summary.skus_in_stock = int((inventory["quantity"] > 0).sum()) if len(inventory) else 0
+    summary.units_on_hand = int(inventory["quantity"].sum()) if len(inventory) else 0
+    freezes = store.read_freezes(warehouse, shops)
+    open_ = freezes[freezes["released_at"].isna()] if len(freezes) else freezes
+    summary.frozen_lines, summary.frozen_units = len(open_), int(open_["quantity"].sum()) if len(open_) else 0
+    suggestions = store.read_suggestions(warehouse, shops, as_of=day)
+    ordering = suggestions[suggestions["suggested_qty"] > 0] if len(suggestions) else suggestions
+    summary.skus_to_reorder = len(ordering)
+    summary.units_suggested = int(ordering["suggested_qty"].sum()) if len(ordering) else 0
+    if len(ordering):
+        ordering = ordering.sort_values(["suggested_qty", "shop_id", "sku_key"], ascending=[False, True, True])
+        head = ordering.head(top)
+        summary.top = [(str(shop), str(sku), int(qty), str(reason)) for shop, sku, qty, reason in zip(
+            head["shop_id"], head["sku_key"], head["suggested_qty"].astype("int64"), head["reason"])]
+    return summary

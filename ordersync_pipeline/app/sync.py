@@ -9,6 +9,10 @@
 5. Reconcile every completed day in range (``plan_reconciliation``): each shop-day not yet reconciled
    without a gap goes through the ``daily_reconciliation`` asset, which counts against the platform and
    re-fetches what is missing or stale. The summary shows each day's counts and what was re-fetched.
+6. Stock and forecast (``run_stock``): the inventory job (a snapshot of every shop, the presale freeze
+   rebuilt), then the daily forecast job (daily sales, forecast, suggestions) for the latest complete
+   Asia/Shanghai day; the summary shows stock, frozen units, the top suggestions and the backtest. A sync
+   limited with ``--to`` (a repair of a past range) skips this step: a snapshot is of now.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 from ordersync_pipeline.app.instance import ensure_dagster_home, fail_dead_runs, run_tags, sync_lock
 from ordersync_pipeline.app.progress import partition_progress
-from ordersync_pipeline.app.report import RunReport, SyncReport, collect_figures
+from ordersync_pipeline.app.report import RunReport, SyncReport, collect_figures, collect_stock
 from ordersync_pipeline.reconcile.daily import PLATFORM_HORIZON, day_checks
 from ordersync_pipeline.reconcile.records import passed_days
 from ordersync_pipeline.settings import Settings
@@ -32,7 +36,8 @@ from ordersync_pipeline.sync.windows import DAY_KEY_FORMAT, Kind, Timeline, Wind
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.connect import open_warehouse
 
-__all__ = ["run_sync", "plan_runs", "execute_rect", "plan_reconciliation", "execute_reconciliation", "Echo"]
+__all__ = ["run_sync", "plan_runs", "execute_rect", "plan_reconciliation", "execute_reconciliation", "Echo",
+           "run_stock", "latest_complete_day"]
 
 Echo = Callable[[str], None]
 JOBS: dict[Kind, str] = {"increment": "incremental_sync_job", "historical": "historical_load_job"}
@@ -76,6 +81,8 @@ def run_sync(settings: Settings, *, start: datetime | None = None, end: datetime
             report.runs.append(run)
             if run.run_id:
                 run_ids.append(run.run_id)
+        if end is None:
+            run_stock(defs, instance, settings, warehouse, timeline, report, run_ids, echo=echo)
         collect_figures(report, warehouse, settings.shop_ids, run_ids)
     report.seconds = time.perf_counter() - started
     return report
@@ -107,6 +114,53 @@ def plan_runs(settings: Settings, timeline: Timeline, warehouse: Warehouse, *, s
                 wanted[entry.name] = per_shop
         rects += rectangles(kind, wanted, settings.shop_ids, keys)
     return rects
+
+
+def latest_complete_day(now: datetime) -> date:
+    """The Asia/Shanghai day before the one ``now`` falls in."""
+    from ordersync_pipeline.timeutil import SHANGHAI
+
+    return now.astimezone(SHANGHAI).date() - timedelta(days=1)
+
+
+def run_stock(defs: Any, instance: Any, settings: Settings, warehouse: Warehouse, timeline: Timeline,
+              report: SyncReport, run_ids: list[str], *, echo: Echo = print) -> None:
+    """The inventory job, then the forecast job for the latest complete day; fills ``report.stock``."""
+    from ordersync_pipeline.defs.forecast import BACKTEST_CHECK, FORECAST_JOB, INVENTORY_JOB
+
+    echo("inventory: snapshot of every shop's on-sale stock, presale freeze rebuilt")
+    inventory, _ = _execute_job(defs, instance, INVENTORY_JOB, name="inventory snapshot+freeze", partition_key=None)
+    report.runs.append(inventory)
+    run_ids += [inventory.run_id] if inventory.run_id else []
+    day = latest_complete_day(settings.clock())
+    if day < timeline.first_history_day:
+        return
+    echo(f"forecast: daily sales, 7-day forecast and suggestions as of {day.isoformat()}")
+    forecast, result = _execute_job(defs, instance, FORECAST_JOB, name=f"forecast {day.isoformat()}",
+                                    partition_key=day.isoformat())
+    report.runs.append(forecast)
+    run_ids += [forecast.run_id] if forecast.run_id else []
+    figures: dict[str, float] = {}
+    note = "not run (the forecast run failed)"
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.check_name == BACKTEST_CHECK:
+            figures = {k: float(v.value) for k, v in evaluation.metadata.items()}
+            note = evaluation.description or ""
+    reports = settings.home / "reports" / day.isoformat() / "suggestions.md"
+    report.stock = collect_stock(warehouse, settings.shop_ids, day, backtest=figures, backtest_note=note,
+                                 report_path=str(reports) if reports.exists() else None)
+
+
+def _execute_job(defs: Any, instance: Any, job_name: str, *, name: str,
+                 partition_key: str | None) -> tuple[RunReport, Any]:
+    started = time.perf_counter()
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, tags=run_tags("cli"), run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+        partition_key=partition_key)
+    error = None if result.success else _failure_reason(result)
+    report = RunReport(name=name, partitions=1, materialized=1 if result.success else 0,
+                       seconds=time.perf_counter() - started, run_id=result.run_id, error=error)
+    return report, result
 
 
 def completed_days(timeline: Timeline, *, start: datetime | None, end: datetime | None,

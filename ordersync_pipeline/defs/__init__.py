@@ -13,6 +13,7 @@ from ordersync_pipeline.defs.alerting import alerting_sensors
 from ordersync_pipeline.defs.automation import build_jobs, build_schedules
 from ordersync_pipeline.defs.executors import build_executor
 from ordersync_pipeline.defs.factory import sync_assets
+from ordersync_pipeline.defs.forecast import build_forecast
 from ordersync_pipeline.defs.partitions import Partitions
 from ordersync_pipeline.defs.reconcile import build_monitoring
 from ordersync_pipeline.defs.metadata import user_facing
@@ -41,11 +42,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     orchestration = settings.config.orchestration
     max_shops = orchestration.max_shops_per_run
     monitoring = build_monitoring(settings, partitions.timeline, max_shops_per_run=max_shops)
+    forecast = build_forecast(settings, partitions.timeline)
     return dg.Definitions(
-        assets=[*increment, *historical, *monitoring.assets],
-        jobs=[*build_jobs(increment, historical), *monitoring.jobs],
+        assets=[*increment, *historical, *monitoring.assets, *forecast.assets],
+        jobs=[*build_jobs(increment, historical), *monitoring.jobs, *forecast.jobs],
         schedules=[*build_schedules(partitions, settings.shop_ids, max_shops_per_run=max_shops,
-                                    paused_shops=paused_shops_reader(settings)), *monitoring.schedules],
+                                    paused_shops=paused_shops_reader(settings)), *monitoring.schedules,
+                   *forecast.schedules],
         sensors=[*alerting_sensors(settings), *build_sensors(settings, partitions, max_shops_per_run=max_shops)],
         resources=build_resources(settings),
         executor=build_executor(orchestration.executor),

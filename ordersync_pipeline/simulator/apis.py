@@ -29,6 +29,14 @@ REFUND_DEFAULT_TYPES = "guarantee_trade,auto_delivery"
 REFUND_STATUSES = {"WAIT_SELLER_AGREE", "WAIT_BUYER_RETURN_GOODS", "WAIT_SELLER_CONFIRM_GOODS",
                    "SELLER_REFUSE_BUYER", "CLOSED", "SUCCESS"}
 
+# taobao.items.onsale.get returns only these Item fields; SKUs come from taobao.item.skus.get, at most
+# MAX_SKU_ITEMS items per call.
+ONSALE_FIELDS = frozenset((
+    "approve_status,num_iid,title,nick,type,cid,pic_url,num,props,valid_thru,list_time,price,has_discount,"
+    "has_invoice,has_warranty,has_showcase,modified,delist_time,postage_id,seller_cids,outer_id,sold_quantity"
+).split(","))
+MAX_SKU_ITEMS = 40
+
 
 class TopError(Exception):
     def __init__(self, code: int, msg: str, sub_code: str | None = None, sub_msg: str | None = None) -> None:
@@ -125,6 +133,7 @@ class Apis:
             "taobao.refund.get": (self.refund_get, True),
             "taobao.logistics.trace.search": (self.logistics_trace_search, True),
             "taobao.items.onsale.get": (self.items_onsale_get, True),
+            "taobao.item.skus.get": (self.item_skus_get, True),
             "taobao.tmc.messages.consume": (self.tmc_messages_consume, False),
             "taobao.tmc.messages.confirm": (self.tmc_messages_confirm, False),
             "taobao.time.get": (self.time_get, False),
@@ -377,7 +386,8 @@ class Apis:
         return env.success(call.method, trace, call.rid, call.simplify)
 
     def items_onsale_get(self, call: Call) -> bytes:
-        names = [f.strip() for f in call.required("fields").split(",") if f.strip()]
+        # Only Item's list fields: SKU detail is not served here (TOP: use taobao.item.skus.get).
+        names = [f.strip() for f in call.required("fields").split(",") if f.strip() in ONSALE_FIELDS]
         shop = call.shop
         assert shop is not None
         page_no = call.int_arg("page_no", 1, 1, 10**9)
@@ -388,6 +398,23 @@ class Apis:
         body: dict[str, Any] = {"total_results": len(items)}
         if page:
             body["items"] = page
+        return env.success(call.method, body, call.rid, call.simplify)
+
+    def item_skus_get(self, call: Call) -> bytes:
+        """The SKUs of up to 40 of the shop's items (``num_iids``), each with its ``num_iid``."""
+        names = [f.strip() for f in call.required("fields").split(",") if f.strip()]
+        try:
+            wanted = [int(x) for x in call.required("num_iids").split(",") if x.strip()]
+        except ValueError:
+            raise invalid("num_iids") from None
+        if not 1 <= len(wanted) <= MAX_SKU_ITEMS:
+            raise invalid("num_iids")
+        shop = call.shop
+        assert shop is not None
+        items = {it["num_iid"]: it for it in self.world.inventory(shop.shop.shop_id, call.now)}
+        skus = [{k: sku[k] for k in names if k in sku} for n in wanted if n in items
+                for sku in ({**s, "num_iid": n} for s in items[n]["skus"])]
+        body: dict[str, Any] = {"skus": skus} if skus else {}
         return env.success(call.method, body, call.rid, call.simplify)
 
     # ---------------------------------------------------------------- tmc, time

@@ -57,7 +57,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -526,9 +526,10 @@ class PageLake:
             return False
 
     def read_partition(self, *, shop_id: str, stream: str, partition_key: str,
-                       shape: ListShape) -> Iterator[Page]:
+                       shape: ListShape | Mapping[str, ListShape]) -> Iterator[Page]:
         """The partition's pages in written order, items re-parsed from each body as ``shape`` lays
-        them out (the caller knows which list API the stream pages).
+        them out (the caller knows which list API the stream pages); a mapping names the shape of each
+        method whose pages the partition holds (a listing and the detail API completing it).
 
         Checks happen now, before the first page: ``PartitionMissing`` without a manifest,
         ``PartitionCorrupt`` when the file does not match it. Pages are read a row group at a time; a
@@ -559,7 +560,8 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _iter_pages(handle: IO[bytes], path: Path, shape: ListShape, *, only: set[int] | None = None) -> Iterator[Page]:
+def _iter_pages(handle: IO[bytes], path: Path, shapes: ListShape | Mapping[str, ListShape], *,
+                only: set[int] | None = None) -> Iterator[Page]:
     """The file's pages in written order; ``only``: just the pages at these positions (row groups
     holding none of them are not even read)."""
     with handle, pq.ParquetFile(handle) as parquet:
@@ -572,10 +574,17 @@ def _iter_pages(handle: IO[bytes], path: Path, shape: ListShape, *, only: set[in
             for offset, row in enumerate(parquet.read_row_group(group).to_pylist()):
                 if only is not None and first + offset not in only:
                     continue
-                yield _page_of(row, path, shape)
+                yield _page_of(row, path, shapes)
 
 
-def _page_of(row: dict[str, Any], path: Path, shape: ListShape) -> Page:
+def _page_of(row: dict[str, Any], path: Path, shapes: ListShape | Mapping[str, ListShape]) -> Page:
+    if isinstance(shapes, ListShape):
+        shape = shapes
+    elif row["method"] in shapes:
+        shape = shapes[row["method"]]
+    else:
+        raise PartitionCorrupt(f"{path}: page {row['page_no']} is from {row['method']}, which this "
+                               f"dataset does not read ({sorted(shapes)})")
     try:
         items, _, _ = parse_list_body(row["body"], shape, method=row["method"], shop_id=row["shop_id"])
     except TopError as exc:

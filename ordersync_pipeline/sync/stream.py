@@ -8,6 +8,11 @@ are called. The runners (``sync/runner.py``), the asset factory (``defs/factory.
 and ``demo``, the summary and the generic tests iterate the registry; adding a stream means a pager entry
 (when the generic ones do not fit), a normaliser module, one registry entry, and a table plus its
 migration.
+
+A *snapshot* (``Snapshot``) is the other kind of source: a listing with no time window or ``modified``
+increment (the on-sale catalogue and its stock, ``taobao.items.onsale.get``). It is read whole each time
+and kept as a dated copy; it is registered in ``SNAPSHOTS`` beside ``STREAMS`` and taken by
+``sync/snapshot.py``, so it needs no partition window, no ``sync_windows`` entry and no reverse paging.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any, Literal, Protocol
 from ordersync_pipeline.sync.windows import Kind, Window
 from ordersync_pipeline.top.pages import ListShape, Page
 
-__all__ = ["StreamName", "Stream", "StreamAssets", "ListCall", "DetailApi", "Batch", "Normalizer", "KINDS"]
+__all__ = ["StreamName", "Stream", "StreamAssets", "ListCall", "DetailApi", "Batch", "Normalizer", "KINDS",
+           "Snapshot", "SnapshotNormalizer"]
 
 StreamName = Literal["trades", "refunds"]
 KINDS: tuple[Kind, ...] = ("increment", "historical")
@@ -111,3 +117,30 @@ class Stream:
 
     def window_label(self, window: Window) -> str:
         return f"{window.start.isoformat()} .. {window.end.isoformat()}"
+
+
+class SnapshotNormalizer(Protocol):
+    def __call__(self, shop_id: str, items: Sequence[Mapping[str, Any]], *, taken_at: datetime,
+                 details: Sequence[Any] = ()) -> Batch:
+        """Validate and type a whole listing taken at ``taken_at`` (``details``: the records of the detail
+        API pages that complete it); bad records become quarantine rows."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A listing read whole on each run (no window, no increment) and kept as a dated copy per shop.
+
+    ``pages(client, shop_id=, session=, taken_at=, page_size=)`` yields the listing's pages; the rows of
+    one (shop, ``taken_at``) are replaced together, so re-loading a snapshot from the lake changes nothing.
+    """
+
+    name: str                         # "inventory": the lake dataset is ``<name>.snapshot``
+    title: str
+    method: str                       # the listing's API; pages of other methods are detail answers
+    shape: ListShape
+    detail_shapes: Mapping[str, ListShape]
+    pages: PageSource
+    normalize: SnapshotNormalizer
+    table: str                        # the warehouse table, with ``shop_id`` and ``taken_at`` columns
+    asset: str                        # the Dagster asset
+    description: str

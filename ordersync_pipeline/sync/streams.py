@@ -8,18 +8,20 @@ not fit (top/paging.py), a normaliser module, one entry here, and a table plus i
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
-from ordersync_pipeline.sync import normalize, normalize_refunds
-from ordersync_pipeline.sync.stream import KINDS, Batch, DetailApi, ListCall, Stream, StreamAssets, StreamName
+from ordersync_pipeline.sync import normalize, normalize_inventory, normalize_refunds
+from ordersync_pipeline.sync.stream import (KINDS, Batch, DetailApi, ListCall, Snapshot, Stream, StreamAssets,
+                                            StreamName)
 from ordersync_pipeline.sync.windows import Window
 from ordersync_pipeline.top import paging
 from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.errors import MalformedResponseError
-from ordersync_pipeline.top.pages import REFUNDS, TRADES, Page
+from ordersync_pipeline.top.pages import ITEMS, REFUNDS, SKUS, TRADES, Page
 
 __all__ = ["STREAMS", "KINDS", "stream", "stream_names", "StreamName", "TRADE_FIELDS", "TRADES_STREAM",
-           "REFUNDS_STREAM"]
+           "REFUNDS_STREAM", "SNAPSHOTS", "snapshot"]
 
 # ---------------------------------------------------------------------------------------------- trades
 
@@ -195,3 +197,41 @@ def stream(name: str) -> Stream:
 
 def stream_names() -> list[StreamName]:
     return [entry.name for entry in STREAMS]
+
+
+# ---------------------------------------------------------------------------------------------- snapshots
+
+def _onsale_pages(client: TopClient, *, shop_id: str, session: str, taken_at: datetime,
+                  page_size: int) -> Iterator[Page]:
+    return paging.iter_onsale_pages(client, shop_id=shop_id, session=session, taken_at=taken_at,
+                                    fields=normalize_inventory.ITEM_FIELDS, sku_fields=normalize_inventory.SKU_FIELDS,
+                                    page_size=min(page_size, paging.MAX_SKU_ITEMS))
+
+
+INVENTORY_SNAPSHOT = Snapshot(
+    name="inventory",
+    title="inventory",
+    method=paging.ONSALE_GET,
+    shape=ITEMS,
+    detail_shapes={paging.SKUS_GET: SKUS},
+    pages=_onsale_pages,
+    normalize=normalize_inventory.normalize_items,
+    table=normalize_inventory.TABLE,
+    asset="inventory_snapshots",
+    description=(
+        "Stock on hand: every on-sale item (taobao.items.onsale.get) and its SKU quantities (taobao.item.skus.get, "
+        "40 items a call), one dated copy per "
+        "shop and run (taken_at), pages kept in the lake. Joins trade_orders on num_iid/sku_id (outer ids "
+        "when those are missing); the view inventory_latest holds each shop's newest snapshot. Hourly by "
+        "default (forecast.inventory_cron) and on demand."),
+)
+
+SNAPSHOTS: tuple[Snapshot, ...] = (INVENTORY_SNAPSHOT,)
+
+
+def snapshot(name: str) -> Snapshot:
+    """The registered snapshot called ``name``; KeyError names the registered ones."""
+    for entry in SNAPSHOTS:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"unknown snapshot {name!r}; registered: {[s.name for s in SNAPSHOTS]}")

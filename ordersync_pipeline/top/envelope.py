@@ -26,7 +26,7 @@ __all__ = ["response_key", "loads", "parse_body", "unwrap_list", "unwrap_nested"
 LIST_WRAPPERS: dict[str, str] = {
     "trades": "trade", "orders": "order", "refunds": "refund", "messages": "tmc_message",
     "trace_list": "transit_step_info", "promotion_details": "promotion_detail",
-    "service_orders": "service_order", "step_pay_details": "step_pay_detail",
+    "service_orders": "service_order", "step_pay_details": "step_pay_detail", "items": "item", "skus": "sku",
 }
 # Digits -> b"9", everything else -> b" ": a 20-digit run then shows as b"9" * 20. bytes.translate
 # plus a substring search is ~20x faster than a regex scan over a 100-trade page.

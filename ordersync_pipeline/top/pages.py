@@ -19,7 +19,7 @@ from typing import Any
 from ordersync_pipeline.top.envelope import LIST_WRAPPERS, parse_body, unwrap_list, unwrap_nested
 from ordersync_pipeline.top.errors import MalformedResponseError
 
-__all__ = ["Page", "ListShape", "TRADES", "REFUNDS", "ListContent", "list_from_response",
+__all__ = ["Page", "ListShape", "TRADES", "REFUNDS", "ITEMS", "SKUS", "ListContent", "list_from_response",
            "parse_list_body"]
 
 
@@ -34,6 +34,9 @@ class ListShape:
     # The key holding the one record of the matching detail API's answer (fullinfo: ``{"trade": {...}}``,
     # refund.get: ``{"refund": {...}}``): such a page (see ``paging.detail_page``) reads as one item.
     single_key: str | None = None
+    # A detail API answering with a list of records and no paging fields (taobao.item.skus.get): an
+    # answer without ``total_results``/``has_next`` is accepted, and one without the list has no records.
+    unpaged: bool = False
 
     def __post_init__(self) -> None:
         unknown = [key for key in self.nested if key not in LIST_WRAPPERS]
@@ -44,6 +47,10 @@ class ListShape:
 
 TRADES = ListShape(list_key="trades", item_key="trade", nested=("orders",), single_key="trade")
 REFUNDS = ListShape(list_key="refunds", item_key="refund", single_key="refund")
+# taobao.items.onsale.get: ``{"items": {"item": [{..., "skus": {"sku": [...]}}]}}``.
+ITEMS = ListShape(list_key="items", item_key="item", nested=("skus",))
+# taobao.item.skus.get: ``{"skus": {"sku": [...]}}``, the SKUs of up to 40 items, each naming its num_iid.
+SKUS = ListShape(list_key="skus", item_key="sku", unpaged=True)
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ def list_from_response(data: dict[str, Any], shape: ListShape, *, method: str,
     single = data.get(shape.single_key) if shape.single_key else None
     if isinstance(single, dict) and shape.list_key not in data:  # a detail API's one-record answer
         return [unwrap_nested(single, shape.nested, strict=False)], None, None
-    if "total_results" not in data and "has_next" not in data:
+    if "total_results" not in data and "has_next" not in data and not shape.unpaged:
         raise MalformedResponseError(
             f"{shape.list_key} response has neither total_results nor has_next",
             method=method, request_id=rid, shop_id=shop_id)

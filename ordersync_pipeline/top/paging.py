@@ -5,6 +5,9 @@
 - ``iter_increment_pages``: a list API filtered by modified window (``TRADES_INCREMENT``, the default,
   or ``REFUNDS_RECEIVE``), split into spans of at most one day, each walked from the last page back
   to page 1 (see ``_walk_span``).
+- ``iter_onsale_pages``: ``taobao.items.onsale.get``, forward by page number (a snapshot of the on-sale
+  catalogue: no time window, nothing to walk backwards for), each page followed by the
+  ``taobao.item.skus.get`` answer for its items (items.onsale.get cannot return SKUs).
 - ``get_trade_fullinfo``: one trade's ``taobao.trade.fullinfo.get`` object.
 
 Windows are half-open ``[start, end)`` in the contract. TOP's end parameters are inclusive to the
@@ -26,18 +29,21 @@ from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.top.client import TopClient, TopResponse
 from ordersync_pipeline.top.envelope import unwrap_trade
 from ordersync_pipeline.top.errors import MalformedResponseError, UnstableWindowError
-from ordersync_pipeline.top.pages import REFUNDS, TRADES, ListShape, Page, list_from_response
+from ordersync_pipeline.top.pages import ITEMS, REFUNDS, SKUS, TRADES, ListShape, Page, list_from_response
 
 __all__ = ["ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "REFUNDS_RECEIVE_GET", "REFUND_GET",
            "FULLINFO_GET", "MAX_PAGE_SIZE", "MAX_INCREMENT_SPAN", "ListApi", "TRADES_SOLD", "TRADES_INCREMENT",
            "REFUNDS_RECEIVE", "iter_sold_pages", "iter_increment_pages", "get_trade_fullinfo",
-           "split_window", "detail_page"]
+           "split_window", "detail_page", "ONSALE_GET", "SKUS_GET", "MAX_SKU_ITEMS", "iter_onsale_pages"]
 
 SOLD_GET = "taobao.trades.sold.get"
 INCREMENT_GET = "taobao.trades.sold.increment.get"
 REFUNDS_RECEIVE_GET = "taobao.refunds.receive.get"
 REFUND_GET = "taobao.refund.get"
 FULLINFO_GET = "taobao.trade.fullinfo.get"
+ONSALE_GET = "taobao.items.onsale.get"
+SKUS_GET = "taobao.item.skus.get"
+MAX_SKU_ITEMS = 40     # num_iids per taobao.item.skus.get call
 MAX_PAGE_SIZE = 100
 MAX_INCREMENT_SPAN = timedelta(days=1)
 
@@ -120,6 +126,37 @@ def iter_sold_pages(client: TopClient, *, shop_id: str, session: str, start_crea
                      page_no=page_no, page_size=page_size)
         yield page
         if not _more(page):
+            return
+        page_no += 1
+
+
+def iter_onsale_pages(client: TopClient, *, shop_id: str, session: str, fields: str, sku_fields: str,
+                      taken_at: datetime, page_size: int = MAX_SKU_ITEMS) -> Iterator[Page]:
+    """Every page of the shop's on-sale items, forward by ``page_no`` until ``total_results`` is covered,
+    each followed by one ``taobao.item.skus.get`` page (``page_no`` 0) with the SKUs of its items.
+
+    A listing has no time window; ``taken_at`` (aware) stands in for both window ends of each page so the
+    lake records when the snapshot was taken. The order of the catalogue does not move while it is read
+    (unlike an increment window), so forward paging loses nothing. ``page_size`` is at most 40, the
+    items one SKU call may name.
+    """
+    if not 1 <= page_size <= MAX_SKU_ITEMS:
+        raise ValueError(f"page_size must be between 1 and {MAX_SKU_ITEMS}, got {page_size}")
+    require_aware(taken_at, "taken_at")
+    page_no = 1
+    while True:
+        resp = client.call(ONSALE_GET, {"fields": fields, "page_no": page_no, "page_size": page_size},
+                           session=session, shop_id=shop_id)
+        page = _page(resp, ITEMS, shop_id=shop_id, start=taken_at, end=taken_at, page_no=page_no,
+                     page_size=page_size)
+        yield page
+        ids = [str(item["num_iid"]) for item in page.items
+               if isinstance(item, dict) and isinstance(item.get("num_iid"), (int, str)) and str(item["num_iid"])]
+        if ids:
+            yield detail_page(client, method=SKUS_GET, shape=SKUS, shop_id=shop_id, session=session,
+                              params={"fields": sku_fields, "num_iids": ",".join(ids)},
+                              window_start=taken_at, window_end=taken_at)
+        if not page.items or not _more(page):
             return
         page_no += 1
 

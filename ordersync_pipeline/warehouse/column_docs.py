@@ -205,7 +205,7 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "units_net": "units paid minus units refunded that day (may be negative)",
         "revenue_gross": "revenue paid that day, yuan",
         "revenue_net": "revenue paid minus refunds that day, yuan",
-        "orders": "order lines paid that day",
+        "orders": "paid trades with the SKU that day",
         "promo_day": "a promotion day (its sales are replaced in the forecast's history)",
     },
     "sales_forecast": {

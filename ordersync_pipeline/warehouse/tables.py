@@ -252,6 +252,99 @@ breaker_state = sa.Table(
 )
 
 
+# ---------------------------------------------------------------- inventory, presale, sales, forecast (0007)
+
+# One dated copy of each shop's on-sale catalogue per snapshot (sync/snapshot.py): a row per SKU, or per
+# item sold without SKUs (sku_id NULL). No primary key: the rows of one (shop_id, taken_at) are replaced
+# together. The view ``inventory_latest`` (migration 0007) holds each shop's newest snapshot.
+inventory_snapshots = sa.Table(
+    "inventory_snapshots",
+    metadata,
+    sa.Column("shop_id", sa.String(64), nullable=False),
+    sa.Column("num_iid", sa.BigInteger, nullable=False),
+    sa.Column("sku_id", sa.String(64)),
+    sa.Column("outer_iid", sa.String(128)),
+    sa.Column("outer_sku_id", sa.String(128)),
+    sa.Column("title", sa.String(255)),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("price", Money),
+    sa.Column("approve_status", sa.String(32)),
+    sa.Column("taken_at", UTCDateTime, nullable=False),
+    sa.Index("ix_inventory_snapshots_shop_taken", "shop_id", "taken_at"),
+    sa.Index("ix_inventory_snapshots_shop_item_sku", "shop_id", "num_iid", "sku_id"),
+    **MYSQL_TABLE_ARGS,
+)
+INVENTORY_LATEST_VIEW = "inventory_latest"
+
+# Values of inventory_freeze.release_reason.
+FREEZE_RELEASE_REASONS = ("balance_paid", "forfeited", "closed")
+
+# Stock held by presale deposits (forecast/freeze.py), rebuilt from trades/trade_orders on every run.
+inventory_freeze = sa.Table(
+    "inventory_freeze",
+    metadata,
+    sa.Column("shop_id", sa.String(64), nullable=False),
+    sa.Column("tid", sa.BigInteger, nullable=False),
+    sa.Column("oid", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("sku_key", sa.String(160)),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("frozen_at", UTCDateTime, nullable=False),
+    sa.Column("released_at", UTCDateTime),
+    sa.Column("release_reason", sa.String(32)),          # FREEZE_RELEASE_REASONS; NULL while frozen
+    sa.Index("ix_inventory_freeze_shop_sku", "shop_id", "sku_key"),
+    **MYSQL_TABLE_ARGS,
+)
+
+daily_sales = sa.Table(
+    "daily_sales",
+    metadata,
+    sa.Column("shop_id", sa.String(64), primary_key=True),
+    sa.Column("sku_key", sa.String(160), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),              # an Asia/Shanghai calendar day
+    sa.Column("units_gross", sa.Integer, nullable=False),
+    sa.Column("units_net", sa.Integer, nullable=False),
+    sa.Column("revenue_gross", Money, nullable=False),
+    sa.Column("revenue_net", Money, nullable=False),
+    sa.Column("orders", sa.Integer, nullable=False),
+    sa.Column("promo_day", sa.Boolean, nullable=False),
+    sa.Index("ix_daily_sales_day", "day"),
+    **MYSQL_TABLE_ARGS,
+)
+
+sales_forecast = sa.Table(
+    "sales_forecast",
+    metadata,
+    sa.Column("shop_id", sa.String(64), primary_key=True),
+    sa.Column("sku_key", sa.String(160), primary_key=True),
+    sa.Column("as_of", sa.Date, primary_key=True),            # the last day of history used
+    sa.Column("target_day", sa.Date, primary_key=True),
+    sa.Column("units", sa.Double, nullable=False),
+    sa.Column("lower", sa.Double, nullable=False),
+    sa.Column("upper", sa.Double, nullable=False),
+    sa.Column("model", sa.String(32), nullable=False),
+    sa.Index("ix_sales_forecast_as_of", "as_of"),
+    **MYSQL_TABLE_ARGS,
+)
+
+replenishment_suggestions = sa.Table(
+    "replenishment_suggestions",
+    metadata,
+    sa.Column("shop_id", sa.String(64), primary_key=True),
+    sa.Column("sku_key", sa.String(160), primary_key=True),
+    sa.Column("as_of", sa.Date, primary_key=True),
+    sa.Column("on_hand", sa.Integer),                         # NULL: no inventory snapshot of the SKU
+    sa.Column("frozen", sa.Integer, nullable=False),
+    sa.Column("available", sa.Integer),
+    sa.Column("forecast_lead_time", sa.Double, nullable=False),
+    sa.Column("safety_stock", sa.Double, nullable=False),
+    sa.Column("lead_time_days", sa.Integer, nullable=False),
+    sa.Column("service_level", sa.Double, nullable=False),
+    sa.Column("suggested_qty", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("ix_replenishment_suggestions_as_of", "as_of"),
+    **MYSQL_TABLE_ARGS,
+)
+
 @dataclass(frozen=True)
 class Monotonic:
     """How a monotonic table is kept current (docs/warehouse.md, "How rows are kept current").

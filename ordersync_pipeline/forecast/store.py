@@ -1,0 +1,183 @@
+"""The warehouse side of the forecast: read its tables into the frames sales/model/replenish/freeze take,
+and write their results back. No Dagster; SQLAlchemy Core on every backend.
+
+Writes replace a whole slice in one transaction (a shop's freezes; the days of a daily_sales window; one
+``as_of`` of the forecast and of the suggestions), so re-running any of them leaves one current copy.
+The ``refunds`` table belongs to the refunds stream: while a warehouse has none, sales are gross = net.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from ordersync_pipeline.timeutil import SHANGHAI
+from ordersync_pipeline.warehouse import Warehouse
+from ordersync_pipeline.warehouse.tables import (INVENTORY_LATEST_VIEW, daily_sales, inventory_freeze,
+                                                 inventory_snapshots, metadata, replenishment_suggestions,
+                                                 sales_forecast, trade_orders, trades)
+
+__all__ = ["read_order_lines", "read_presale_lines", "read_refunds", "read_daily_sales", "read_forecast",
+           "read_inventory", "read_freezes", "read_suggestions", "replace_freezes", "replace_daily_sales",
+           "replace_forecast", "replace_suggestions", "REFUND_LOOKBACK_DAYS"]
+
+# Sales lines are read from this many days before a window: a refund in the window may belong to a sale
+# before it (its units leave the day it succeeds; the sale must be known to count it).
+REFUND_LOOKBACK_DAYS = 90
+LINE_SELECT = (trade_orders.c.shop_id, trade_orders.c.tid, trade_orders.c.oid, trade_orders.c.num_iid,
+               trade_orders.c.sku_id, trade_orders.c.outer_iid, trade_orders.c.outer_sku_id, trade_orders.c.num,
+               trade_orders.c.payment, trades.c.status, trades.c.type, trades.c.step_trade_status,
+               trades.c.pay_time, trades.c.created, trades.c.modified, trades.c.end_time)
+inventory_latest = sa.table(INVENTORY_LATEST_VIEW, *(sa.column(c.name) for c in inventory_snapshots.columns))
+
+
+def _frame(warehouse: Warehouse, query: sa.Select[Any], columns: Sequence[str],
+           times: Sequence[str] = ()) -> pd.DataFrame:
+    with warehouse.engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(query)]
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for col in times:  # aware datetimes (UTCDateTime) -> datetime64[ns, UTC], NaT for NULL
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    return frame
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=SHANGHAI)
+
+
+def read_order_lines(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, end: date) -> pd.DataFrame:
+    """Order lines with their trade's status/type/step status/pay time, paid within ``[start - lookback,
+    end]`` (Shanghai days) or not paid at all (so closed-unpaid lines are counted as excluded)."""
+    since = _day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS))
+    until = _day_start(end + timedelta(days=1))
+    query = (sa.select(*LINE_SELECT).select_from(trade_orders.join(trades, trades.c.tid == trade_orders.c.tid))
+             .where(trade_orders.c.shop_id.in_(list(shop_ids)), trades.c.pay_time >= since,
+                    trades.c.pay_time < until))
+    return _frame(warehouse, query, [c.name for c in LINE_SELECT], ("pay_time", "created", "modified", "end_time"))
+
+
+def read_presale_lines(warehouse: Warehouse, shop_ids: Sequence[str]) -> pd.DataFrame:
+    """Every order line of a presale (``type == "step"``) trade of the shops."""
+    query = (sa.select(*LINE_SELECT).select_from(trade_orders.join(trades, trades.c.tid == trade_orders.c.tid))
+             .where(trade_orders.c.shop_id.in_(list(shop_ids)), trades.c.type == "step"))
+    return _frame(warehouse, query, [c.name for c in LINE_SELECT], ("pay_time", "created", "modified", "end_time"))
+
+
+def read_refunds(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, end: date) -> pd.DataFrame | None:
+    """Refunds modified within ``[start, end]`` (Shanghai days): ``shop_id, oid, status, refund_fee,
+    modified``; None when the warehouse has no ``refunds`` table yet."""
+    refunds = metadata.tables.get("refunds")
+    if refunds is None or not sa.inspect(warehouse.engine).has_table("refunds"):
+        return None
+    query = sa.select(refunds.c.shop_id, refunds.c.oid, refunds.c.status, refunds.c.refund_fee,
+                      refunds.c.modified).where(refunds.c.shop_id.in_(list(shop_ids)),
+                                                refunds.c.modified >= _day_start(start),
+                                                refunds.c.modified < _day_start(end + timedelta(days=1)))
+    return _frame(warehouse, query, ["shop_id", "oid", "status", "refund_fee", "modified"], ("modified",))
+
+
+def read_daily_sales(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, end: date) -> pd.DataFrame:
+    cols = [c.name for c in daily_sales.columns]
+    query = (sa.select(daily_sales).where(daily_sales.c.shop_id.in_(list(shop_ids)),
+                                          daily_sales.c.day.between(start, end)))
+    frame = _frame(warehouse, query, cols)
+    return frame.astype({"units_gross": "int64", "units_net": "int64", "orders": "int64", "promo_day": "bool"})
+
+
+def read_forecast(warehouse: Warehouse, shop_ids: Sequence[str], *, as_of: date) -> pd.DataFrame:
+    query = sa.select(sales_forecast).where(sales_forecast.c.shop_id.in_(list(shop_ids)),
+                                            sales_forecast.c.as_of == as_of)
+    return _frame(warehouse, query, [c.name for c in sales_forecast.columns])
+
+
+def read_inventory(warehouse: Warehouse, shop_ids: Sequence[str]) -> pd.DataFrame:
+    """Each shop's newest snapshot (the ``inventory_latest`` view)."""
+    query = sa.select(*inventory_latest.columns).where(inventory_latest.c.shop_id.in_(list(shop_ids)))
+    return _frame(warehouse, query, [c.name for c in inventory_snapshots.columns], ("taken_at",))
+
+
+def read_freezes(warehouse: Warehouse, shop_ids: Sequence[str]) -> pd.DataFrame:
+    query = sa.select(inventory_freeze).where(inventory_freeze.c.shop_id.in_(list(shop_ids)))
+    return _frame(warehouse, query, [c.name for c in inventory_freeze.columns], ("frozen_at", "released_at"))
+
+
+def read_suggestions(warehouse: Warehouse, shop_ids: Sequence[str], *, as_of: date) -> pd.DataFrame:
+    query = sa.select(replenishment_suggestions).where(replenishment_suggestions.c.shop_id.in_(list(shop_ids)),
+                                                       replenishment_suggestions.c.as_of == as_of)
+    return _frame(warehouse, query, [c.name for c in replenishment_suggestions.columns])
+
+
+# ------------------------------------------------------------------ writes
+
+
+def replace_freezes(warehouse: Warehouse, shop_ids: Sequence[str], frame: pd.DataFrame) -> int:
+    """The shops' freeze rows become exactly ``frame``'s."""
+    rows = _rows(frame, inventory_freeze)
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.delete(inventory_freeze).where(inventory_freeze.c.shop_id.in_(list(shop_ids))))
+        _insert(conn, inventory_freeze, rows)
+    return len(rows)
+
+
+def replace_daily_sales(warehouse: Warehouse, shop_ids: Sequence[str], frame: pd.DataFrame, *, start: date,
+                        end: date) -> int:
+    """The shops' daily_sales rows for the days ``[start, end]`` become exactly ``frame``'s."""
+    rows = _rows(frame, daily_sales)
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.delete(daily_sales).where(daily_sales.c.shop_id.in_(list(shop_ids)),
+                                                  daily_sales.c.day.between(start, end)))
+        _insert(conn, daily_sales, rows)
+    return len(rows)
+
+
+def replace_forecast(warehouse: Warehouse, shop_ids: Sequence[str], frame: pd.DataFrame, *, as_of: date) -> int:
+    rows = _rows(frame, sales_forecast)
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.delete(sales_forecast).where(sales_forecast.c.shop_id.in_(list(shop_ids)),
+                                                     sales_forecast.c.as_of == as_of))
+        _insert(conn, sales_forecast, rows)
+    return len(rows)
+
+
+def replace_suggestions(warehouse: Warehouse, shop_ids: Sequence[str], frame: pd.DataFrame, *, as_of: date) -> int:
+    rows = _rows(frame, replenishment_suggestions)
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.delete(replenishment_suggestions).where(
+            replenishment_suggestions.c.shop_id.in_(list(shop_ids)), replenishment_suggestions.c.as_of == as_of))
+        _insert(conn, replenishment_suggestions, rows)
+    return len(rows)
+
+
+def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], chunk: int = 5000) -> None:
+    for i in range(0, len(rows), chunk):
+        conn.execute(sa.insert(table), rows[i:i + chunk])
+
+
+def _rows(frame: pd.DataFrame, table: sa.Table) -> list[dict[str, Any]]:
+    """The table's columns of ``frame`` as plain Python values (None for missing), ready to insert."""
+    names = [c.name for c in table.columns]
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise ValueError(f"{table.name}: frame lacks column(s) {missing}")
+    return [{n: _plain(v) for n, v in zip(names, values)}
+            for values in frame[names].itertuples(index=False, name=None)]
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (bool, int, float, str, Decimal, date, datetime)):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
