@@ -36,6 +36,50 @@ def _rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+class _TreeRss:
+    """Peak summed RSS of this process and its descendants (loader processes), the simulator excluded."""
+
+    def __init__(self, exclude: int) -> None:
+        import threading
+
+        self.exclude, self.peak_kb = exclude, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self.peak_kb = max(self.peak_kb, self._sample())
+
+    def _sample(self) -> int:
+        parents: dict[int, int] = {}
+        rss: dict[int, int] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                status = (proc / "status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            parents[int(proc.name)] = int(fields.get("PPid", "0").strip() or 0)
+            rss[int(proc.name)] = int((fields.get("VmRSS", "0 kB").split() or ["0"])[0])
+        me, total = os.getpid(), 0
+        for pid in rss:
+            cursor = pid
+            while cursor and cursor != me and cursor != self.exclude:
+                cursor = parents.get(cursor, 0)
+            if cursor == me:
+                total += rss[pid]
+        return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trades", type=int, default=100_000)
@@ -47,8 +91,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the database and ORDERSYNC_HOME")
     ap.add_argument("--fetch-concurrency", type=int, default=None, help="sync.fetch_concurrency")
     ap.add_argument("--rss-trace", action="store_true", help="print this process's RSS every 2 s")
-    ap.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="postgres",
-                    help="Dagster instance storage: the embedded SQLite default or PostgreSQL (production)")
+    ap.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="sqlite",
+                    help="Dagster instance storage: the embedded SQLite default (as a user runs it) or PostgreSQL")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="ordersync-bench-"))
@@ -92,7 +136,15 @@ def main() -> None:
         cfg.sync.fetch_concurrency = args.fetch_concurrency
     write_config(cfg, config_path)
 
-    from ordersync_pipeline.defs.operate import run_sync
+    from ordersync_pipeline.app.sync import run_sync
+    from ordersync_pipeline.settings import load_settings
+
+    if args.dagster_storage == "postgres":
+        os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    else:
+        os.environ.pop("DAGSTER_HOME", None)
+    tree = _TreeRss(exclude=sim.pid)
+    tree.start()
 
     if args.rss_trace:
         import threading
@@ -122,11 +174,12 @@ def main() -> None:
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    report = run_sync(echo=lambda line: print(line, flush=True))
+    report = run_sync(load_settings(config_path), echo=lambda line: print(line, flush=True), show_progress=False)
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
     wall = time.perf_counter() - started
+    tree.stop()
 
     engine = sa.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}")
     with engine.connect() as conn:
@@ -139,13 +192,13 @@ def main() -> None:
             "select min(called_at), max(called_at), count(*) filter (where outcome = 'ok') from api_calls "
             "where method = 'taobao.trades.sold.get'")).one()
         windows = dict(conn.execute(sa.text(
-            "select stream, sum(trades) from sync_windows group by stream")).all())
+            "select kind, sum(records) from sync_windows group by kind")).all())
+        trades = conn.execute(sa.text("select count(*) from trades")).scalar_one()
+        lines = conn.execute(sa.text("select count(*) from trade_orders")).scalar_one()
     engine.dispose()
     sim.terminate()
     sim.wait(timeout=30)
     sim_rss = _rss_mb(resource.RUSAGE_CHILDREN)
-    trades = sum(report.trades_by_shop.values())
-    lines = sum(report.orders_by_shop.values())
     inc_trades = int(windows.get("increment") or 0)
     inc_calls = calls.get("taobao.trades.sold.increment.get", 0)
     result = {
@@ -156,8 +209,8 @@ def main() -> None:
         "simulator_start_s": round(sim_start, 1),
         "trades_in_warehouse": trades,
         "order_lines": lines,
-        "steps": [{"name": s.name, "partitions": s.partitions, "seconds": round(s.seconds, 1),
-                   "ok": s.success} for s in report.steps],
+        "runs": [{"name": r.name, "partitions": r.partitions, "seconds": round(r.seconds, 1),
+                  "ok": r.success} for r in report.runs],
         "sync_wall_s": round(wall, 1),
         "trades_per_s_end_to_end": round(trades / wall),
         "api_calls": calls,
@@ -169,6 +222,8 @@ def main() -> None:
         "increment_trades_seen": inc_trades,
         "increment_calls_per_1000_trades": round(1000 * inc_calls / inc_trades, 2) if inc_trades else None,
         "peak_rss_mb_pipeline": round(_rss_mb(resource.RUSAGE_SELF)),
+        "peak_rss_mb_process_tree": round(tree.peak_kb / 1024),
+        "load_avg_at_end": os.getloadavg(),
         "peak_rss_mb_simulator": round(sim_rss),
     }
     print(json.dumps(result, indent=2))

@@ -10,6 +10,9 @@ Environment: ``ORDERSYNC_WAREHOUSE_URL`` (warehouse; SQLite under ``ORDERSYNC_HO
 SQLite lock file when unset). Alerts: ``ORDERSYNC_ALERT_WEBHOOK_URL`` (a secret: the URL carries the
 receiver's token; no webhook when unset), ``ORDERSYNC_ALERT_WEBHOOK_FORMAT`` (dingtalk | wecom | slack |
 json; guessed from the URL's host when unset), ``ORDERSYNC_UI_URL`` (the Dagster UI, for links in alerts).
+Orchestration: ``ORDERSYNC_LAKE_URL`` (where the raw page lake lives: a folder or a pyarrow file system
+URL such as ``s3://bucket/prefix``; overrides ``orchestration.lake_url``; ``ORDERSYNC_HOME/lake`` when both
+are unset).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ ENV_CONFIG = "ORDERSYNC_CONFIG"
 ENV_ALERT_WEBHOOK_URL = "ORDERSYNC_ALERT_WEBHOOK_URL"
 ENV_ALERT_WEBHOOK_FORMAT = "ORDERSYNC_ALERT_WEBHOOK_FORMAT"
 ENV_UI_URL = "ORDERSYNC_UI_URL"
+ENV_LAKE_URL = "ORDERSYNC_LAKE_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 # Payload shapes an alert webhook can be sent in (ordersync_pipeline/alerts/webhook.py builds them).
 WebhookFormat = Literal["dingtalk", "wecom", "slack", "json"]
@@ -108,6 +112,10 @@ class SyncSettings(BaseModel):
     # already retried by the client); anything else fails the partition at once. A failed partition is
     # not marked complete and the next run (or `ordersync sync`) retries exactly it.
     partition_attempts: int = Field(default=3, ge=1, le=10)
+    # A run covering several contiguous closed increment partitions of a shop (a catch-up) fetches
+    # them as one API window of at most this many minutes (the increment API allows one day), then
+    # accounts for each partition as if fetched alone; far fewer calls. 0 fetches each alone.
+    coalesce_minutes: int = Field(default=1440, ge=0, le=1440)
     retry_delay_seconds: float = Field(default=10.0, ge=0, le=600)
     # Optional fixed start of the increment partitions (ISO date or datetime, Asia/Shanghai when naive);
     # history ends exactly there. Defaults to the start of the first sync's day.
@@ -190,6 +198,35 @@ class MonitoringSettings(BaseModel):
         return self
 
 
+# How the steps of a Dagster run are executed. in_process: one process per run (the work inside a run is
+# already parallel by threads and loader processes); multiprocess: Dagster's default, a process per step;
+# celery / k8s: steps on an existing Celery or Kubernetes cluster (optional extras, docs/scaling.md).
+Executor = Literal["in_process", "multiprocess", "celery", "k8s"]
+
+
+class OrchestrationSettings(BaseModel):
+    """How runs are cut and executed, and where the page lake lives (docs/scaling.md)."""
+
+    model_config = _MODEL_CONFIG
+
+    executor: Executor = "in_process"
+    # Shops per run launched by the increment schedule and the gap sensor: one run per tick covers
+    # every shop's window, sharded into runs of at most this many shops (each partition still
+    # succeeds or fails on its own).
+    max_shops_per_run: int = Field(default=100, ge=1, le=10_000)
+    # The raw page lake: a local folder, file:///path, or a pyarrow file system URL (s3://, gs://,
+    # hdfs://, ...) that every process of a run can reach. ORDERSYNC_LAKE_URL overrides it; the default
+    # is ORDERSYNC_HOME/lake.
+    lake_url: str | None = None
+
+    @field_validator("lake_url")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("lake_url must not be empty (leave it out for ORDERSYNC_HOME/lake)")
+        return value.strip() if value is not None else None
+
+
 class ForecastConfig(BaseModel):
     """Stock, the daily forecast and replenishment (issue 11); see forecast/ and defs/forecast.py."""
 
@@ -228,6 +265,7 @@ class OrdersyncConfig(BaseModel):
     shops: list[ShopConfig] = Field(min_length=1)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
 
     @field_validator("gateway")
@@ -322,6 +360,7 @@ _SHOWN_VALUES = frozenset({
     *(("sync", name) for name in SyncSettings.model_fields),
     *(("monitoring", name) for name in MonitoringSettings.model_fields),
     *(("monitoring", "breaker", name) for name in BreakerSettings.model_fields),
+    ("orchestration", "executor"), ("orchestration", "max_shops_per_run"),
 })
 _MAX_SHOWN = 80
 
@@ -372,7 +411,8 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 
 _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
     (): OrdersyncConfig, ("shops",): ShopConfig, ("sync",): SyncSettings,
-    ("monitoring",): MonitoringSettings, ("monitoring", "breaker"): BreakerSettings}
+    ("monitoring",): MonitoringSettings, ("monitoring", "breaker"): BreakerSettings,
+    ("orchestration",): OrchestrationSettings}
 
 
 def config_to_yaml(config: OrdersyncConfig, *, header: str = "") -> str:
@@ -460,3 +500,12 @@ def ui_url(environ: Mapping[str, str] | None = None) -> str:
         raise ConfigError(f"{ENV_UI_URL} must be an http:// or https:// URL (the Dagster UI's address), "
                           f"got {'scheme ' + repr(scheme[:20]) if scheme else 'no scheme'}")
     return url
+
+
+def lake_url(config: OrdersyncConfig, environ: Mapping[str, str] | None = None) -> str:
+    """``ORDERSYNC_LAKE_URL``, else ``orchestration.lake_url``, else ``ORDERSYNC_HOME/lake``.
+
+    The URL may carry object-store credentials, so it is never shown in full in logs or errors."""
+    env = os.environ if environ is None else environ
+    url = (env.get(ENV_LAKE_URL) or "").strip() or config.orchestration.lake_url
+    return url or str(ordersync_home(env) / "lake")

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from ordersync_pipeline.config import ConfigError, format_validation_error
 from ordersync_pipeline.sync.lake import LakeError
+from ordersync_pipeline.sync.windows import BeyondHorizon
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.warehouse.connect import WarehouseError, describe_db_error, is_transient_db_error
 
@@ -67,6 +68,7 @@ _RULES: list[tuple[type[BaseException], Callable[[BaseException], bool]]] = [
     (WarehouseError, _warehouse_transient),
     (sa.exc.DBAPIError, _db_transient),
     (LakeError, _never),
+    (BeyondHorizon, _never),
     (PermissionError, _never),
     (NotADirectoryError, _never),
     (IsADirectoryError, _never),

@@ -28,6 +28,7 @@ from ordersync_pipeline.config import (
     OrdersyncConfig,
     WebhookFormat,
     alert_webhook,
+    lake_url,
     load_config,
     ordersync_home,
     redis_url,
@@ -52,7 +53,7 @@ class Settings:
     home: Path
     warehouse_url: str
     redis_url: str | None
-    lake_root: str
+    lake_root: str                   # the page lake: a folder or a pyarrow file system URL
     anchor: datetime                 # aware; see the module docstring
     config_path: Path | None = None
     # What "now" is for deciding which windows have closed: the wall clock, or a simulator's world
@@ -83,7 +84,8 @@ class Settings:
         home = Path(home)
         return cls(config=config, home=home,
                    warehouse_url=warehouse_url or f"sqlite:///{home / 'warehouse.db'}",
-                   redis_url=redis_url, lake_root=lake_root or str(home / "lake"),
+                   redis_url=redis_url,
+                   lake_root=lake_root or config.orchestration.lake_url or str(home / "lake"),
                    anchor=anchor or resolve_anchor(config, home), config_path=config_path, clock=clock)
 
 
@@ -107,7 +109,7 @@ def load_settings(config_path: str | os.PathLike[str] | None = None,
     home = ordersync_home(env)
     webhook_url, webhook_format = alert_webhook(env)
     return Settings(config=config, home=home, warehouse_url=warehouse_url(env), redis_url=redis_url(env),
-                    lake_root=str(home / "lake"), anchor=resolve_anchor(config, home),
+                    lake_root=lake_url(config, env), anchor=resolve_anchor(config, home),
                     config_path=path.resolve(), alert_webhook_url=webhook_url,
                     alert_webhook_format=webhook_format, ui_url=ui_url(env))
 

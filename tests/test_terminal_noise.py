@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 from pipeline_support import ANCHOR, increment_keys, run, serial_loads, sim_settings
 
-from ordersync_pipeline.app.instance import DAGSTER_YAML, ensure_dagster_home
+from ordersync_pipeline.app.instance import DAGSTER_YAML, default_dagster_yaml, ensure_dagster_home
 from ordersync_pipeline.simulator import Simulator, SimulatorSettings, start_simulator
 
 
@@ -21,12 +21,12 @@ def test_the_default_dagster_yaml_is_written_refreshed_when_ours_and_left_alone_
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     home = ensure_dagster_home(tmp_path)
     yaml_path = home / "dagster.yaml"
-    assert yaml_path.read_text(encoding="utf-8") == DAGSTER_YAML
+    assert yaml_path.read_text(encoding="utf-8") == default_dagster_yaml(home)
     older = DAGSTER_YAML.split("# Runs print INFO")[0]   # what ordersync wrote before python_logs
     yaml_path.write_text(older, encoding="utf-8")
     monkeypatch.delenv("DAGSTER_HOME")
     ensure_dagster_home(tmp_path)
-    assert yaml_path.read_text(encoding="utf-8") == DAGSTER_YAML
+    assert yaml_path.read_text(encoding="utf-8") == default_dagster_yaml(home)
     mine = "# my instance\ntelemetry:\n  enabled: false\n"
     yaml_path.write_text(mine, encoding="utf-8")
     monkeypatch.delenv("DAGSTER_HOME")

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import time
@@ -23,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ensure_dagster_home", "sync_lock", "SyncBusy", "fail_dead_runs", "run_tags", "DAGSTER_YAML",
-           "PID_TAG", "HOST_TAG", "STARTED_BY_TAG"]
+__all__ = ["ensure_dagster_home", "default_dagster_yaml", "sync_lock", "SyncBusy", "fail_dead_runs", "run_tags",
+           "DAGSTER_YAML", "PID_TAG", "HOST_TAG", "STARTED_BY_TAG"]
 
 PID_TAG = "ordersync/pid"
 HOST_TAG = "ordersync/host"
@@ -51,6 +52,21 @@ run_monitoring:
   enabled: true
   poll_interval_seconds: 60
 """
+# Appended with this home's absolute path: Dagster's SQLite event log, one connection per shard instead of
+# an engine and a connection per event (app/dagster_storage.py); same files as Dagster's default.
+EVENT_LOG_YAML = """\
+event_log_storage:
+  module: ordersync_pipeline.app.dagster_storage
+  class: PooledSqliteEventLogStorage
+  config:
+    base_dir: {base_dir}
+"""
+
+
+def default_dagster_yaml(dagster_home: Path) -> str:
+    """The dagster.yaml ordersync writes into ``dagster_home``: ``DAGSTER_YAML`` and the event log there."""
+    base_dir = json.dumps(str((dagster_home / "history" / "runs").resolve()))  # a quoted YAML scalar
+    return DAGSTER_YAML + EVENT_LOG_YAML.format(base_dir=base_dir)
 
 
 def ensure_dagster_home(home: Path) -> Path:
@@ -59,10 +75,11 @@ def ensure_dagster_home(home: Path) -> Path:
     dagster_home = Path(raw) if raw else home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
     yaml_path = dagster_home / "dagster.yaml"
+    wanted = default_dagster_yaml(dagster_home)
     # A file ordersync wrote is brought up to date; one a person wrote is theirs.
     if not yaml_path.exists() or (_WRITTEN_BY_US in (old := yaml_path.read_text(encoding="utf-8"))
-                                  and old != DAGSTER_YAML):
-        yaml_path.write_text(DAGSTER_YAML, encoding="utf-8")
+                                  and old != wanted):
+        yaml_path.write_text(wanted, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(dagster_home.resolve())
     return dagster_home
 

@@ -11,6 +11,7 @@ import dagster as dg
 
 from ordersync_pipeline.defs.alerting import alerting_sensors
 from ordersync_pipeline.defs.automation import build_jobs, build_schedules
+from ordersync_pipeline.defs.executors import build_executor
 from ordersync_pipeline.defs.factory import sync_assets
 from ordersync_pipeline.defs.forecast import build_forecast
 from ordersync_pipeline.defs.partitions import Partitions
@@ -22,11 +23,6 @@ from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.windows import Timeline
 
 __all__ = ["build_definitions", "timeline_for"]
-
-# Shops per scheduled run: one run syncs this many shops' windows (each partition still succeeds or
-# fails on its own).
-MAX_SHOPS_PER_RUN = 100
-
 
 def timeline_for(settings: Settings) -> Timeline:
     sync = settings.config.sync
@@ -43,15 +39,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = Partitions(settings.shop_ids, timeline_for(settings))
     increment = [sync_assets("increment", partitions, settings)]
     historical = [sync_assets("historical", partitions, settings)]
-    monitoring = build_monitoring(settings, partitions.timeline, max_shops_per_run=MAX_SHOPS_PER_RUN)
+    orchestration = settings.config.orchestration
+    max_shops = orchestration.max_shops_per_run
+    monitoring = build_monitoring(settings, partitions.timeline, max_shops_per_run=max_shops)
     forecast = build_forecast(settings, partitions.timeline)
     return dg.Definitions(
         assets=[*increment, *historical, *monitoring.assets, *forecast.assets],
         jobs=[*build_jobs(increment, historical), *monitoring.jobs, *forecast.jobs],
-        schedules=[*build_schedules(partitions, settings.shop_ids, max_shops_per_run=MAX_SHOPS_PER_RUN,
+        schedules=[*build_schedules(partitions, settings.shop_ids, max_shops_per_run=max_shops,
                                     paused_shops=paused_shops_reader(settings)), *monitoring.schedules,
                    *forecast.schedules],
-        sensors=[*alerting_sensors(settings), *build_sensors(settings, partitions)],
+        sensors=[*alerting_sensors(settings), *build_sensors(settings, partitions, max_shops_per_run=max_shops)],
         resources=build_resources(settings),
-        executor=dg.in_process_executor,
+        executor=build_executor(orchestration.executor),
     )

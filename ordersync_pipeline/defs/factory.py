@@ -15,7 +15,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -91,7 +91,8 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
     sync = settings.config.sync
     runner_settings = RunnerSettings(page_size=sync.page_size, fetch_concurrency=sync.fetch_concurrency,
                                      load_workers=sync.load_workers, attempts=sync.partition_attempts,
-                                     retry_delays=(sync.retry_delay_seconds, 4 * sync.retry_delay_seconds))
+                                     retry_delays=(sync.retry_delay_seconds, 4 * sync.retry_delay_seconds),
+                                     coalesce_span=timedelta(minutes=sync.coalesce_minutes))
     timeline = partitions.timeline
 
     @dg.multi_asset(name=f"{kind}_sync", specs=specs, check_specs=checks, partitions_def=partitions_def,
@@ -113,7 +114,7 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
         with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as ledger:
             runner = SyncRunner(lake=lake, warehouse=warehouse, run_id=context.run.run_id,
                                 settings=runner_settings, clients=top.client, sessions=top.session,
-                                ledger=ledger)
+                                ledger=ledger, clock=settings.clock)
             with RunFollowers(followers, top=top, recorder=ledger, warehouse=warehouse, lake=lake,
                               settings=settings) as follow:
                 for outcome in runner.run(tasks, from_lake=config.from_lake):
@@ -203,8 +204,9 @@ def _report(context: dg.AssetExecutionContext, outcome: PartitionOutcome, kind: 
     common = {"pages": outcome.pages, f"{task.stream.title}_fetched": outcome.records,
               "api_calls": outcome.api_calls, "api_errors": outcome.api_errors,
               "seconds": round(outcome.seconds, 3), **fetched}
+    coalesced = {"fetched_with_partitions": outcome.fetched_with} if outcome.fetched_with > 1 else {}
     yield dg.AssetMaterialization(asset_key=task.stream.assets.pages[kind], partition=key,
-                                  metadata={**common, "from_lake": outcome.api_calls == 0})
+                                  metadata={**common, "from_lake": outcome.from_lake, **coalesced})
     for table_asset in task.stream.assets.tables[kind]:
         table = task.stream.assets.table_of(table_asset)
         tables = [table] if table else list(task.stream.tables)

@@ -36,6 +36,7 @@ from ordersync_pipeline.reconcile.fullpull import degraded_streams
 from ordersync_pipeline.reconcile.gaps import find_gaps
 from ordersync_pipeline.reconcile.records import open_breaker_shops
 from ordersync_pipeline.settings import Settings
+from ordersync_pipeline.sync.plan import shard
 from ordersync_pipeline.sync.stream import Stream
 from ordersync_pipeline.sync.streams import STREAMS, stream
 from ordersync_pipeline.timeutil import now as host_now
@@ -59,8 +60,11 @@ _LAUNCH_GRACE = timedelta(minutes=10)
 _PROBE_TIMEOUT_S = 10.0
 
 
-def build_sensors(settings: Settings, partitions: Partitions) -> list[dg.SensorDefinition]:
-    return [_gap_repair_sensor(settings, partitions), _failure_rate_sensor(settings)]
+def build_sensors(settings: Settings, partitions: Partitions, *,
+                  max_shops_per_run: int | None = None) -> list[dg.SensorDefinition]:
+    """``max_shops_per_run``: shops per gap-repair run (``orchestration.max_shops_per_run`` when None)."""
+    max_shops = max_shops_per_run or settings.config.orchestration.max_shops_per_run
+    return [_gap_repair_sensor(settings, partitions, max_shops), _failure_rate_sensor(settings)]
 
 
 def _warehouse(settings: Settings) -> Warehouse:
@@ -127,7 +131,7 @@ def _busy_cells(instance: dg.DagsterInstance, partitions_def: dg.MultiPartitions
     return busy
 
 
-def _gap_repair_sensor(settings: Settings, partitions: Partitions) -> dg.SensorDefinition:
+def _gap_repair_sensor(settings: Settings, partitions: Partitions, max_shops: int) -> dg.SensorDefinition:
     timeline = partitions.timeline
     lookback = timedelta(days=settings.config.monitoring.gap_lookback_days)
 
@@ -149,7 +153,7 @@ def _gap_repair_sensor(settings: Settings, partitions: Partitions) -> dg.SensorD
                          lookback=lookback, grace=timeline.increment_step, busy=busy, paused=paused)
         tick = now.strftime("%Y%m%dT%H%M%S")
         requests = []
-        for i, rect in enumerate(plan.runs):
+        for i, rect in enumerate(shard(plan.runs, max_shops)):
             run_key = f"gap|{tick}|{i}"
             tags = range_tags(rect.shops[0], rect.shops[-1], rect.time_keys[0], rect.time_keys[-1])
             requests.append(dg.RunRequest(

@@ -30,6 +30,18 @@ pid and process start time; the first write into a directory (per ``PageLake``) 
 remove temps whose writer no longer runs on this host, and temps of other hosts or of unknown writers
 only once untouched for ``STALE_TEMP_AGE`` (see ``sync/lake_files.py``). A live writer's temp stays.
 
+Where the lake lives: a local folder (or ``file://`` URL) uses the protocol above; any other pyarrow file
+system URL (``s3://bucket/prefix``, ``gs://...``, ``hdfs://...``; or a ``pyarrow.fs.FileSystem`` handed
+in) has no atomic rename or fsync, so there the data file is written under a name no earlier version
+used, and the manifest, written last in one put, is the publish. The previous version's data file is
+removed after the new manifest is in place; a data file no manifest names (a writer that died) is removed
+by ``sweep_temps()`` once untouched for ``STALE_TEMP_AGE`` (not on every first write, as locally: that
+would read every manifest of the directory).
+
+Partitions fetched together (a catch-up's contiguous windows in one API window) share one data file:
+``write_shared`` stores the pages once and publishes one manifest per partition naming the file and the
+partition's ``Selection`` (sync/lake_select.py); reading such a partition yields only its own records.
+
 Lake files hold buyer identifiers: data files and manifests are created ``0o600``, the directories
 under the root ``0o700`` (looser ones left by older versions are tightened when next written).
 
@@ -43,15 +55,19 @@ from __future__ import annotations
 import builtins
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+
 
 import orjson
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ordersync_pipeline.sync.lake_files import (
@@ -61,6 +77,7 @@ from ordersync_pipeline.sync.lake_files import (
     sweep_directory,
     temp_name,
 )
+from ordersync_pipeline.sync.lake_select import Selection, SelectionCounter, select_pages
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.top.pages import ListShape, Page, parse_list_body
@@ -75,9 +92,12 @@ PAGES_PER_ROW_GROUP = 50
 # each writing its own partition that held ~80 MB more at peak (400k-trade load, measured). The
 # system allocator hands them back, and the lake's buffers are few and large, so nothing is lost.
 pa.set_memory_pool(pa.system_memory_pool())
-# Format 2 counts "items" (any list API); format 1 called them "trades" and is still read.
+# Format 2 counts "items" (any list API); format 1 called them "trades" and is still read. Format 3
+# adds "select" (a partition sharing its data file with others); written only for such partitions, so
+# an older reader never misreads one (it refuses the format instead).
 MANIFEST_FORMAT = 2
-_READABLE_FORMATS = {1: "trades", 2: "items"}
+SHARED_MANIFEST_FORMAT = 3
+_READABLE_FORMATS = {1: "trades", 2: "items", 3: "items"}
 _TS = pa.timestamp("us", tz="UTC")
 PAGE_SCHEMA = pa.schema([
     pa.field("shop_id", pa.string(), nullable=False),
@@ -121,15 +141,21 @@ class LakeManifest:
     sha256: str
     windows: tuple[tuple[datetime, datetime], ...]  # distinct (start, end) in first-seen order
     written_at: datetime
+    # Set when the data file is shared with other partitions: which of its records are this one's.
+    select: Selection | None = None
 
     def to_json(self) -> builtins.bytes:
-        return orjson.dumps({
-            "format": MANIFEST_FORMAT, "shop_id": self.shop_id, "stream": self.stream,
+        doc: dict[str, Any] = {
+            "format": MANIFEST_FORMAT if self.select is None else SHARED_MANIFEST_FORMAT,
+            "shop_id": self.shop_id, "stream": self.stream,
             "partition_key": self.partition_key, "file": self.path.name, "pages": self.pages,
             "items": self.items, "bytes": self.bytes, "sha256": self.sha256,
             "windows": [[s.isoformat(), e.isoformat()] for s, e in self.windows],
             "written_at": self.written_at.isoformat(),
-        }, option=orjson.OPT_INDENT_2)
+        }
+        if self.select is not None:
+            doc["select"] = self.select.to_json()
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
     @classmethod
     def from_json(cls, data: builtins.bytes, directory: Path) -> LakeManifest:
@@ -142,7 +168,8 @@ class LakeManifest:
                    bytes=doc["bytes"], sha256=doc["sha256"],
                    windows=tuple((datetime.fromisoformat(s), datetime.fromisoformat(e))
                                  for s, e in doc["windows"]),
-                   written_at=datetime.fromisoformat(doc["written_at"]))
+                   written_at=datetime.fromisoformat(doc["written_at"]),
+                   select=Selection.from_json(doc["select"]) if doc.get("select") else None)
 
 
 def _escape(part: str, what: str) -> str:
@@ -197,15 +224,46 @@ class _PageBuffer:
             self.columns = {name: [] for name in PAGE_SCHEMA.names}
 
 
-class PageLake:
-    """Raw ``Page``s under ``root``, one atomically published Parquet file per partition."""
+def _shown(url: str) -> str:
+    """``url`` without user info or query (either may hold object-store credentials)."""
+    parts = urlsplit(url)
+    if not parts.scheme or len(parts.scheme) == 1:  # a path (or a Windows drive letter)
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{host}{parts.path}"
 
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+
+class PageLake:
+    """Raw ``Page``s under ``root`` (a folder or a pyarrow file system URL), one published Parquet file
+    per partition (or one shared by partitions fetched together).
+
+    ``filesystem``: a ``pyarrow.fs.FileSystem`` to use instead of resolving ``root`` (``root`` is then
+    the base path inside it), e.g. a ``SubTreeFileSystem`` or an in-memory one in tests.
+    """
+
+    def __init__(self, root: Path | str, *, filesystem: pafs.FileSystem | None = None) -> None:
+        self.url = str(root)
+        self._fs: pafs.FileSystem | None = None   # None: a local folder, written with os calls
+        if filesystem is not None:
+            self._fs, base = filesystem, str(root)
+        elif isinstance(root, Path) or "://" not in self.url:
+            base = self.url
+        else:
+            resolved, base = pafs.FileSystem.from_uri(self.url)
+            if not isinstance(resolved, pafs.LocalFileSystem):
+                self._fs = resolved
+        if self._fs is not None and isinstance(self._fs, pafs.LocalFileSystem):
+            self._fs = None
+        self.root = Path(base)
         self._prepared: set[Path] = set()  # directories made private and swept by this instance
 
     def __repr__(self) -> str:
-        return f"PageLake({str(self.root)!r})"
+        return f"PageLake({_shown(self.url)!r})"
+
+    @property
+    def is_local(self) -> bool:
+        """True for a local folder (atomic rename, fsync, private modes)."""
+        return self._fs is None
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -228,13 +286,48 @@ class PageLake:
         """Remove temp files left anywhere in the lake by writers that are gone (e.g. ``kill -9``);
         returns the removed paths. Temps of live writers stay."""
         removed: list[Path] = []
+        if self._fs is not None:
+            for info in self._fs.get_file_info(pafs.FileSelector(str(self.root / "pages"), allow_not_found=True,
+                                                                 recursive=True)):
+                if info.type == pafs.FileType.Directory:
+                    removed += self._sweep_remote(Path(info.path))
+            return removed
         for directory, _, names in os.walk(self.root / "pages"):
             removed += sweep_directory(Path(directory), names)
+        return removed
+
+    def _sweep_remote(self, directory: Path) -> list[Path]:
+        """Data files no manifest in ``directory`` names, untouched for ``STALE_TEMP_AGE``."""
+        assert self._fs is not None
+        infos = self._fs.get_file_info(pafs.FileSelector(str(directory), allow_not_found=True))
+        named: set[str] = set()
+        for info in infos:
+            if info.path.endswith(".manifest.json"):
+                try:
+                    named.add(orjson.loads(self._read_bytes(Path(info.path)))["file"])
+                except (FileNotFoundError, orjson.JSONDecodeError, KeyError):
+                    continue
+        removed = []
+        now = time.time()
+        for info in infos:
+            name = Path(info.path).name
+            if (info.type == pafs.FileType.File and name.endswith(".parquet") and name not in named
+                    and info.mtime is not None
+                    and now - info.mtime.timestamp() > STALE_TEMP_AGE.total_seconds()):
+                self._fs.delete_file(info.path)
+                removed.append(Path(info.path))
         return removed
 
     def _prepare(self, directory: Path) -> None:
         """Create ``directory`` and its parents under the root owner-only, tighten looser ones this
         user owns, and sweep stale temps from it; once per directory per instance."""
+        if self._fs is not None:
+            # No sweep here: telling orphans apart means reading every manifest of the directory,
+            # thousands of requests on an object store; ``sweep_temps()`` does it when asked.
+            if directory not in self._prepared:
+                self._fs.create_dir(str(directory), recursive=True)
+                self._prepared.add(directory)
+            return
         if directory in self._prepared and directory.is_dir():
             return
         self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -259,30 +352,73 @@ class PageLake:
         Pages must belong to ``shop_id``. If ``pages`` raises, nothing is published and the earlier
         version (if any) stays as it was; the exception propagates.
         """
-        target = self.partition_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
-        manifest_path = self.manifest_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
-        self._prepare(target.parent)
-        temp = target.with_name(temp_name(target.name))
-        try:
-            page_count, item_count, windows = self._write_pages(temp, shop_id, pages)
-            with open(temp, "rb") as handle:
-                sha256, size = _sha256(handle)
-            manifest = LakeManifest(
-                shop_id=shop_id, stream=stream, partition_key=partition_key, path=target,
-                pages=page_count, items=item_count, bytes=size, sha256=sha256,
-                windows=tuple(windows), written_at=datetime.now(timezone.utc))
-            self._publish(temp, target, manifest_path, manifest)
-        finally:
-            temp.unlink(missing_ok=True)
-        return manifest
+        manifests = self._write(shop_id=shop_id, stream=stream, file_key=partition_key, pages=pages,
+                                selections=None, partition_key=partition_key)
+        return manifests[0]
 
-    @staticmethod
-    def _write_pages(temp: Path, shop_id: str, pages: Iterable[Page],
+    def write_shared(self, *, shop_id: str, stream: str, pages: Iterable[Page],
+                     selections: Sequence[Selection]) -> list[LakeManifest]:
+        """Store ``pages`` once and publish one manifest per selection (a partition whose records are
+        the selection's among them), in the order given; returns the manifests.
+
+        The data file is written first and each manifest after it, so a partition is readable only
+        once its manifest is out; if ``pages`` raises, nothing is published."""
+        if not selections:
+            raise ValueError("write_shared needs at least one selection")
+        keys = [s.partition_key for s in selections]
+        file_key = f"{keys[0]}..{keys[-1]}.{uuid.uuid4().hex[:12]}"  # never the name of a live file
+        return self._write(shop_id=shop_id, stream=stream, file_key=file_key, pages=pages,
+                           selections=selections, partition_key=None)
+
+    def _write(self, *, shop_id: str, stream: str, file_key: str, pages: Iterable[Page],
+               selections: Sequence[Selection] | None, partition_key: str | None) -> list[LakeManifest]:
+        directory = self._directory(shop_id, stream)
+        self._prepare(directory)
+        counter = SelectionCounter(selections) if selections else None
+        if selections is None:
+            assert partition_key is not None
+            target = self.partition_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
+            if self._fs is not None:  # no atomic replace there: a name no earlier version used
+                target = target.with_name(f"{target.name.removesuffix('.parquet')}.{uuid.uuid4().hex[:12]}.parquet")
+        else:  # file_key is already a fresh name
+            target = directory / f"partition={_escape(file_key, 'partition_key')}.parquet"
+        data = target.with_name(temp_name(target.name)) if self._fs is None else target
+        try:
+            page_count, item_count, windows = self._write_pages(data, shop_id, pages, counter)
+            with self._open_read(data) as handle:
+                sha256, size = _sha256(handle)
+            written_at = datetime.now(timezone.utc)
+            if counter is None or selections is None:
+                assert partition_key is not None
+                manifests = [LakeManifest(
+                    shop_id=shop_id, stream=stream, partition_key=partition_key, path=target,
+                    pages=page_count, items=item_count, bytes=size, sha256=sha256,
+                    windows=tuple(windows), written_at=written_at)]
+            else:
+                manifests = [LakeManifest(
+                    shop_id=shop_id, stream=stream, partition_key=sel.partition_key, path=target,
+                    pages=counter.pages[sel.partition_key], items=counter.items[sel.partition_key],
+                    bytes=size, sha256=sha256, windows=((sel.start, sel.end),), written_at=written_at,
+                    select=sel) for sel in counter.indexed()]
+            if self._fs is None:
+                self._publish_local(data, target, manifests)
+            else:
+                self._publish_remote(manifests)
+        except BaseException:
+            if self._fs is not None:
+                self._delete_quietly(data)
+            raise
+        finally:
+            if self._fs is None:
+                data.unlink(missing_ok=True)
+        return manifests
+
+    def _write_pages(self, data: Path, shop_id: str, pages: Iterable[Page], counter: SelectionCounter | None,
                      ) -> tuple[int, int, dict[tuple[datetime, datetime], None]]:
         page_count = item_count = 0
         windows: dict[tuple[datetime, datetime], None] = {}  # an ordered set
         buffer = _PageBuffer()
-        with create_private(temp) as sink:
+        with (create_private(data) if self._fs is None else self._fs.open_output_stream(str(data))) as sink:
             # Dictionary encoding and statistics are useless on the body column and cost memory.
             with pq.ParquetWriter(sink, PAGE_SCHEMA, compression="zstd", use_dictionary=_SMALL_COLUMNS,
                                   write_statistics=_SMALL_COLUMNS) as writer:
@@ -290,32 +426,83 @@ class PageLake:
                     if page.shop_id != shop_id:
                         raise ValueError(f"page of shop {page.shop_id!r} written to shop {shop_id!r}")
                     buffer.add(page)
+                    if counter is not None:
+                        counter.see(page)
                     page_count += 1
                     item_count += len(page.items)
                     windows[(page.window_start, page.window_end)] = None
                     if len(buffer) >= PAGES_PER_ROW_GROUP:
                         buffer.flush(writer)
                 buffer.flush(writer)
-            sink.flush()
-            os.fsync(sink.fileno())
+            if self._fs is None:
+                sink.flush()
+                os.fsync(sink.fileno())
         return page_count, item_count, windows
 
-    @staticmethod
-    def _publish(temp: Path, target: Path, manifest_path: Path, manifest: LakeManifest) -> None:
+    def _publish_local(self, temp: Path, target: Path, manifests: Sequence[LakeManifest]) -> None:
         # Order matters: without a manifest the partition reads as missing, never as complete with
-        # a file the manifest does not describe.
-        manifest_path.unlink(missing_ok=True)
+        # a file the manifest does not describe. A shared file has a fresh name: no manifest names it.
+        paths = [self.manifest_path(shop_id=m.shop_id, stream=m.stream, partition_key=m.partition_key)
+                 for m in manifests]
+        if manifests[0].select is None:
+            paths[0].unlink(missing_ok=True)
         os.replace(temp, target)
-        manifest_temp = manifest_path.with_name(temp_name(manifest_path.name))
-        try:
-            with create_private(manifest_temp) as handle:
-                handle.write(manifest.to_json())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(manifest_temp, manifest_path)
-        finally:
-            manifest_temp.unlink(missing_ok=True)
+        for manifest_path, manifest in zip(paths, manifests, strict=True):
+            manifest_temp = manifest_path.with_name(temp_name(manifest_path.name))
+            try:
+                with create_private(manifest_temp) as handle:
+                    handle.write(manifest.to_json())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(manifest_temp, manifest_path)
+            finally:
+                manifest_temp.unlink(missing_ok=True)
         _fsync_dir(target.parent)
+
+    def _publish_remote(self, manifests: Sequence[LakeManifest]) -> None:
+        """Data is in place; each manifest in one put publishes its partition, then the data file the
+        previous version alone used (not a shared one) goes."""
+        assert self._fs is not None
+        for manifest in manifests:
+            path = self.manifest_path(shop_id=manifest.shop_id, stream=manifest.stream,
+                                      partition_key=manifest.partition_key)
+            try:
+                old: LakeManifest | None = self.manifest(shop_id=manifest.shop_id, stream=manifest.stream,
+                                                         partition_key=manifest.partition_key)
+            except LakeError:
+                old = None
+            with self._fs.open_output_stream(str(path)) as handle:
+                handle.write(manifest.to_json())
+            if old is not None and old.select is None and old.path != manifest.path:
+                self._delete_quietly(old.path)
+
+    def _delete_quietly(self, path: Path) -> None:
+        assert self._fs is not None
+        try:
+            self._fs.delete_file(str(path))
+        except (FileNotFoundError, OSError):
+            pass
+
+    def _open_read(self, path: Path) -> IO[bytes]:
+        if self._fs is None:
+            return open(path, "rb")
+        handle: IO[bytes] = self._fs.open_input_file(str(path))
+        return handle
+
+    def _read_bytes(self, path: Path) -> builtins.bytes:
+        if self._fs is None:
+            return path.read_bytes()
+        with self._fs.open_input_stream(str(path)) as handle:
+            data: builtins.bytes = handle.read()
+            return data
+
+    def _size(self, path: Path) -> int:
+        if self._fs is None:
+            return path.stat().st_size
+        info = self._fs.get_file_info(str(path))
+        if info.type != pafs.FileType.File or info.size is None:
+            raise FileNotFoundError(str(path))
+        return int(info.size)
 
     # -- read -----------------------------------------------------------------------------------
 
@@ -323,7 +510,7 @@ class PageLake:
         """The published manifest; raises ``PartitionMissing`` when there is none."""
         path = self.manifest_path(shop_id=shop_id, stream=stream, partition_key=partition_key)
         try:
-            data = path.read_bytes()
+            data = self._read_bytes(path)
         except FileNotFoundError:
             raise PartitionMissing(
                 f"lake partition shop_id={shop_id} stream={stream} partition={partition_key} is "
@@ -334,7 +521,7 @@ class PageLake:
         """True when a manifest is published and its data file has the recorded size (no hashing)."""
         try:
             manifest = self.manifest(shop_id=shop_id, stream=stream, partition_key=partition_key)
-            return manifest.path.stat().st_size == manifest.bytes
+            return self._size(manifest.path) == manifest.bytes
         except (PartitionMissing, FileNotFoundError):
             return False
 
@@ -350,7 +537,7 @@ class PageLake:
         """
         manifest = self.manifest(shop_id=shop_id, stream=stream, partition_key=partition_key)
         try:
-            handle = open(manifest.path, "rb")
+            handle = self._open_read(manifest.path)
         except FileNotFoundError:
             raise PartitionCorrupt(f"manifest names {manifest.path}, which does not exist") from None
         try:
@@ -363,35 +550,51 @@ class PageLake:
         except BaseException:
             handle.close()
             raise
-        return _iter_pages(handle, manifest.path, shape)
+        if manifest.select is None:
+            return _iter_pages(handle, manifest.path, shape)
+        only = None if manifest.select.pages is None else set(manifest.select.pages)
+        return select_pages(_iter_pages(handle, manifest.path, shape, only=only), manifest.select)
 
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _iter_pages(handle: IO[bytes], path: Path, shapes: ListShape | Mapping[str, ListShape]) -> Iterator[Page]:
+def _iter_pages(handle: IO[bytes], path: Path, shapes: ListShape | Mapping[str, ListShape], *,
+                only: set[int] | None = None) -> Iterator[Page]:
+    """The file's pages in written order; ``only``: just the pages at these positions (row groups
+    holding none of them are not even read)."""
     with handle, pq.ParquetFile(handle) as parquet:
-        for batch in parquet.iter_batches(batch_size=PAGES_PER_ROW_GROUP):
-            for row in batch.to_pylist():
-                if isinstance(shapes, ListShape):
-                    shape = shapes
-                elif row["method"] in shapes:
-                    shape = shapes[row["method"]]
-                else:
-                    raise PartitionCorrupt(f"{path}: page {row['page_no']} is from {row['method']}, which this "
-                                           f"dataset does not read ({sorted(shapes)})")
-                try:
-                    items, _, _ = parse_list_body(row["body"], shape, method=row["method"],
-                                                  shop_id=row["shop_id"])
-                except TopError as exc:
-                    raise PartitionCorrupt(
-                        f"{path}: page {row['page_no']} (request_id {row['request_id']}) does not "
-                        f"parse as a {shape.list_key} list: {exc}; fetch the partition again "
-                        "(a run without from_lake)") from None
-                yield Page(
-                    shop_id=row["shop_id"], method=row["method"],
-                    window_start=_utc(row["window_start"]), window_end=_utc(row["window_end"]),
-                    page_no=row["page_no"], page_size=row["page_size"], request_id=row["request_id"],
-                    fetched_at=_utc(row["fetched_at"]), body=row["body"], items=items,
-                    total_results=row["total_results"], has_next=row["has_next"])
+        position = 0
+        for group in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(group).num_rows
+            first, position = position, position + rows
+            if only is not None and not any(first <= p < position for p in only):
+                continue
+            for offset, row in enumerate(parquet.read_row_group(group).to_pylist()):
+                if only is not None and first + offset not in only:
+                    continue
+                yield _page_of(row, path, shapes)
+
+
+def _page_of(row: dict[str, Any], path: Path, shapes: ListShape | Mapping[str, ListShape]) -> Page:
+    if isinstance(shapes, ListShape):
+        shape = shapes
+    elif row["method"] in shapes:
+        shape = shapes[row["method"]]
+    else:
+        raise PartitionCorrupt(f"{path}: page {row['page_no']} is from {row['method']}, which this "
+                               f"dataset does not read ({sorted(shapes)})")
+    try:
+        items, _, _ = parse_list_body(row["body"], shape, method=row["method"], shop_id=row["shop_id"])
+    except TopError as exc:
+        raise PartitionCorrupt(
+            f"{path}: page {row['page_no']} (request_id {row['request_id']}) does not "
+            f"parse as a {shape.list_key} list: {exc}; fetch the partition again "
+            "(a run without from_lake)") from None
+    return Page(
+        shop_id=row["shop_id"], method=row["method"],
+        window_start=_utc(row["window_start"]), window_end=_utc(row["window_end"]),
+        page_no=row["page_no"], page_size=row["page_size"], request_id=row["request_id"],
+        fetched_at=_utc(row["fetched_at"]), body=row["body"], items=items,
+        total_results=row["total_results"], has_next=row["has_next"])

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from ordersync_pipeline.sync.windows import Kind, Timeline, Window
 
-__all__ = ["RunRect", "is_complete", "wanted_keys", "rectangles", "increment_keys_between",
+__all__ = ["RunRect", "is_complete", "wanted_keys", "rectangles", "shard", "increment_keys_between",
            "history_keys_between"]
 
 
@@ -83,6 +83,16 @@ def rectangles(kind: Kind, wanted: Mapping[str, Mapping[str, Sequence[str]]], sh
             for run in _runs(sorted(wanted_keys_, key=position.__getitem__), position):
                 rects.append(RunRect(kind=kind, streams=names, shops=tuple(shops), time_keys=tuple(run)))
     return rects
+
+
+def shard(rects: Sequence[RunRect], max_shops: int) -> list[RunRect]:
+    """``rects`` with every run of more than ``max_shops`` shops cut into runs of at most that many
+    (the shops stay contiguous in partition order, so each piece is still a product)."""
+    if max_shops < 1:
+        raise ValueError(f"max_shops must be at least 1, got {max_shops}")
+    return [RunRect(kind=rect.kind, streams=rect.streams, shops=rect.shops[i:i + max_shops],
+                    time_keys=rect.time_keys)
+            for rect in rects for i in range(0, len(rect.shops), max_shops)]
 
 
 def _shop_groups(per_shop: Mapping[str, set[str]],

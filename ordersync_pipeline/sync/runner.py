@@ -9,6 +9,12 @@ Each partition goes through two steps with the raw page lake between them:
    fetched (read from the lake manifest) are recorded in ``sync_windows``. Because load reads only the
    lake, any partition can be rebuilt with no API call.
 
+A catch-up (several contiguous closed increment partitions of one shop and stream in one run) is fetched
+as ONE API window, up to ``RunnerSettings.coalesce_span`` (the increment API's one-day limit), with the
+same overlap and reverse paging; its pages are stored once and each partition's manifest selects its
+own records (sync/lake_select.py), so each is then loaded, recorded in ``sync_windows`` with its own
+window and reported exactly as if fetched alone, and can be rebuilt from the lake with no call.
+
 ``SyncRunner.run`` overlaps the two: partitions are fetched by a small thread pool (the shared rate
 budget, not the thread count, bounds calls) and each is loaded as soon as its pages are published, while
 later ones are still being fetched. Every partition ends with its own ``PartitionOutcome``; a failure is
@@ -25,20 +31,28 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 from ordersync_pipeline.failures import describe, is_transient
 from ordersync_pipeline.sync.lake import LakeManifest, PageLake
+from ordersync_pipeline.sync.lake_select import Selection
 from ordersync_pipeline.sync.stream import Batch, Stream
-from ordersync_pipeline.sync.windows import Kind, Window
+from ordersync_pipeline.sync.windows import (
+    HISTORY_HORIZON,
+    INCREMENT_MAX_SPAN,
+    BeyondHorizon,
+    Kind,
+    Window,
+    clip_to_horizon,
+)
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.pages import Page
 from ordersync_pipeline.warehouse import Warehouse
 
 __all__ = ["PartitionTask", "PartitionOutcome", "SyncRunner", "RunnerSettings", "lake_dataset",
-           "PAGES_PER_FLUSH"]
+           "PAGES_PER_FLUSH", "coalesce", "COALESCED_KINDS"]
 
 log = logging.getLogger("ordersync.sync")
 
@@ -49,6 +63,10 @@ PAGES_PER_FLUSH = 10
 # Below this many records a run loads in-process: starting loader processes (~1-2 s each, imports
 # included) costs more than it saves on small increments.
 PARALLEL_LOAD_MIN_RECORDS = 20_000
+
+# Paths whose contiguous partitions may share one fetch: the increment path's partitions are windows on
+# the list API's own filter (modified time). A historical day is already a whole created-time day.
+COALESCED_KINDS: tuple[Kind, ...] = ("increment",)
 
 
 def lake_dataset(stream: Stream | str, kind: Kind) -> str:
@@ -94,6 +112,10 @@ class PartitionOutcome:
     load_seconds: float = 0.0
     error: str | None = None
     transient: bool = False
+    from_lake: bool = False              # rebuilt from the lake, no API call
+    # Partitions fetched in the same API window as this one (itself included); the window's calls
+    # and fetch time are spread over them, so sums over partitions stay true.
+    fetched_with: int = 1
 
     @property
     def ok(self) -> bool:
@@ -115,6 +137,11 @@ class RunnerSettings:
     # by the client); a failure that cannot heal fails its partition at once.
     attempts: int = 3
     retry_delays: tuple[float, ...] = (5.0, 20.0)
+    # Contiguous increment partitions of one shop and stream are fetched as one API window of at most
+    # this span (zero: every partition alone).
+    coalesce_span: timedelta = INCREMENT_MAX_SPAN
+    # How far back the historical path's list API sees, from the moment of the call (None: no limit).
+    history_horizon: timedelta | None = HISTORY_HORIZON
 
     def delay(self, attempt: int) -> float:
         if not self.retry_delays:
@@ -152,12 +179,13 @@ class SyncRunner:
     def __init__(self, *, lake: PageLake, warehouse: Warehouse, run_id: str | None,
                  settings: RunnerSettings | None = None, clients: ClientFactory | None = None,
                  sessions: SessionLookup | None = None, ledger: Any = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], datetime] = utc_now) -> None:
+        """``clock``: the platform's "now" (the history horizon is counted from it at each call)."""
         self.lake, self.warehouse, self.run_id = lake, warehouse, run_id
         self.settings = settings or RunnerSettings()
         self._clients_factory, self._sessions = clients, sessions
         self._calls = _TaskCalls(ledger) if ledger is not None else None
-        self._sleep = sleep
+        self._sleep, self._clock = sleep, clock
         self._local = threading.local()
         self._all_clients: list[TopClient] = []
         self._lock = threading.Lock()
@@ -172,7 +200,7 @@ class SyncRunner:
         try:
             if from_lake:
                 for task in tasks:
-                    outcome = PartitionOutcome(task=task)
+                    outcome = PartitionOutcome(task=task, from_lake=True)
                     if not self.lake.has_partition(shop_id=task.shop_id, stream=task.dataset,
                                                    partition_key=task.partition_key):
                         outcome.error = (f"from_lake: no complete {task.dataset} pages for shop {task.shop_id} "
@@ -185,21 +213,22 @@ class SyncRunner:
                 return
             with ThreadPoolExecutor(max_workers=max(1, self.settings.fetch_concurrency),
                                     thread_name_prefix="ordersync-fetch") as pool:
-                fetches: dict[Future[PartitionOutcome], PartitionOutcome] = {}
-                for task in tasks:
-                    outcome = PartitionOutcome(task=task)
-                    fetches[pool.submit(self._fetch, outcome)] = outcome
+                fetches: dict[Future[None], list[PartitionOutcome]] = {}
+                for group in coalesce(tasks, self.settings.coalesce_span):
+                    outcomes = [PartitionOutcome(task=task, fetched_with=len(group)) for task in group]
+                    fetches[pool.submit(self._fetch, outcomes)] = outcomes
                 while fetches or loader.pending:
                     waiting: list[Future[Any]] = [*fetches, *loader.pending]
                     done, _ = wait(waiting, return_when=FIRST_COMPLETED)
                     for future in done:
                         if future in fetches:
-                            outcome = fetches.pop(future)
+                            fetched = fetches.pop(future)
                             future.result()  # _fetch never raises; a bug here should surface
-                            if outcome.ok:
-                                loader.submit(outcome, fetched_records=outcome.records)
-                            else:
-                                yield outcome
+                            for outcome in fetched:
+                                if outcome.ok:
+                                    loader.submit(outcome, fetched_records=outcome.records)
+                                else:
+                                    yield outcome
                         else:
                             yield loader.finish(future)
         finally:
@@ -224,48 +253,135 @@ class SyncRunner:
         for client in clients:
             client.close()
 
-    def _fetch(self, outcome: PartitionOutcome) -> PartitionOutcome:
-        task = outcome.task
+    def _fetch(self, outcomes: list[PartitionOutcome]) -> None:
+        """Fetch the partitions of ``outcomes`` (one, or several coalesced into one window) into the lake;
+        a failure is recorded on each partition it concerns (never raised).
+
+        A coalesced window that keeps failing for a reason that may heal (a truncated page, a window
+        still settling) is fetched again partition by partition, so the failure stays with the partition
+        it belongs to; one that cannot heal (a refused session) fails them all at once, no call wasted."""
+        self._fetch_together(outcomes)
+        lead = outcomes[0]
+        if len(outcomes) == 1 or lead.ok or not lead.transient:
+            return
+        log.warning("%s (+%d coalesced): fetching its partitions one by one", lead.task.label, len(outcomes) - 1)
+        for outcome in outcomes:
+            shared_seconds = outcome.fetch_seconds
+            outcome.error, outcome.transient, outcome.fetched_with = None, False, 1
+            self._fetch_together([outcome])
+            outcome.fetch_seconds += shared_seconds
+
+    def _fetch_together(self, outcomes: list[PartitionOutcome]) -> None:
+        lead = outcomes[0]
+        tasks = [outcome.task for outcome in outcomes]
         started = time.perf_counter()
+        calls_before = [(o.api_calls, o.api_errors) for o in outcomes]
         if self._calls is not None:
-            self._calls.bind(outcome)
+            self._calls.bind(lead)
         try:
             for attempt in range(1, self.settings.attempts + 1):
-                outcome.attempts = attempt
+                for outcome in outcomes:
+                    outcome.attempts = attempt
                 try:
-                    manifest = self._fetch_once(task)
-                except Exception as exc:  # noqa: BLE001 - every failure is this partition's alone
+                    manifests = self._fetch_once(tasks)
+                except Exception as exc:  # noqa: BLE001 - every failure is these partitions' alone
                     transient = is_transient(exc)
+                    label = lead.task.label if len(tasks) == 1 else f"{lead.task.label} (+{len(tasks) - 1} coalesced)"
                     if transient and attempt < self.settings.attempts:
                         delay = self.settings.delay(attempt)
-                        log.warning("%s: attempt %d failed (%s); retrying in %.0fs", task.label, attempt,
+                        log.warning("%s: attempt %d failed (%s); retrying in %.0fs", label, attempt,
                                     describe(exc), delay)
                         self._sleep(delay)
                         continue
-                    outcome.error, outcome.transient = describe(exc), transient
-                    log.warning("%s: failed: %s", task.label, outcome.error)
-                    return outcome
-                outcome.pages, outcome.records = manifest.pages, manifest.items
-                outcome.fetched = manifest_window(manifest)
-                return outcome
-            return outcome
+                    for outcome in outcomes:
+                        outcome.error, outcome.transient = describe(exc), transient
+                    log.warning("%s: failed: %s", label, lead.error)
+                    return
+                for outcome, manifest in zip(outcomes, manifests, strict=True):
+                    outcome.pages, outcome.records = manifest.pages, manifest.items
+                    outcome.fetched = manifest_window(manifest)
+                return
         finally:
-            outcome.fetch_seconds = time.perf_counter() - started
             if self._calls is not None:
                 self._calls.bind(None)
+            # The calls this fetch made were counted on the lead; spread them over the partitions.
+            calls = lead.api_calls - calls_before[0][0]
+            errors = lead.api_errors - calls_before[0][1]
+            lead.api_calls, lead.api_errors = calls_before[0]
+            _spread(outcomes, calls=calls, errors=errors, seconds=time.perf_counter() - started)
 
-    def _fetch_once(self, task: PartitionTask) -> LakeManifest:
+    def _fetch_once(self, tasks: Sequence[PartitionTask]) -> list[LakeManifest]:
         if self._sessions is None:
             raise RuntimeError("this runner was built without session lookup (from-lake only)")
+        task = tasks[0]
         session = self._sessions(task.shop_id)
         client = self._client()
         listing = task.stream.lists[task.kind]
+        window = Window(min(t.window.start for t in tasks), max(t.window.end for t in tasks))
+        if task.kind == "historical" and self.settings.history_horizon is not None:
+            # Clipped now, at call time: a day that was inside the horizon when the run was planned
+            # may have slid out of it since. The pages (and so sync_windows) carry the clipped start.
+            clipped = clip_to_horizon(window, now=self._clock(), horizon=self.settings.history_horizon)
+            if clipped is None:
+                raise BeyondHorizon(
+                    f"{task.label}: {task.stream.lists[task.kind].method} lists only the last "
+                    f"{self.settings.history_horizon.days} days; this window ends before that")
+            window = clipped
         pages: Iterable[Page] = listing.pages(client, shop_id=task.shop_id, session=session,
-                                              window=task.window, page_size=self.settings.page_size)
+                                              window=window, page_size=self.settings.page_size)
         if task.stream.detail is not None:
             pages = _with_details(pages, task, client, session)
-        return self.lake.write_partition(shop_id=task.shop_id, stream=task.dataset,
-                                         partition_key=task.partition_key, pages=pages)
+        if len(tasks) == 1:
+            return [self.lake.write_partition(shop_id=task.shop_id, stream=task.dataset,
+                                              partition_key=task.partition_key, pages=pages)]
+        selections = [Selection(partition_key=t.partition_key, start=t.window.start, end=t.window.end,
+                                time_field=t.stream.time_field, record_key=t.stream.record_key) for t in tasks]
+        return self.lake.write_shared(shop_id=task.shop_id, stream=task.dataset, pages=pages,
+                                      selections=selections)
+
+
+def _spread(outcomes: Sequence[PartitionOutcome], *, calls: int, errors: int, seconds: float) -> None:
+    """A shared fetch's calls, errors and time added to its partitions' in even shares (sums stay true)."""
+    n = len(outcomes)
+    for i, outcome in enumerate(outcomes):
+        outcome.api_calls += calls // n + (1 if i < calls % n else 0)
+        outcome.api_errors += errors // n + (1 if i < errors % n else 0)
+        outcome.fetch_seconds = seconds / n
+
+
+def coalesce(tasks: Sequence[PartitionTask], max_span: timedelta) -> list[list[PartitionTask]]:
+    """``tasks`` in groups fetched as one API window: contiguous (or overlapping) windows of one shop,
+    stream and path in ``COALESCED_KINDS``, the whole group's window at most ``max_span``; any other task
+    is a group of its own. Groups come in the order of their first task."""
+    chains: dict[tuple[str, str, str], list[list[PartitionTask]]] = {}
+    if max_span > timedelta(0):
+        by_key: dict[tuple[str, str, str], list[PartitionTask]] = {}
+        for task in tasks:
+            if task.kind in COALESCED_KINDS:
+                by_key.setdefault((task.stream.name, task.kind, task.shop_id), []).append(task)
+        for key, members in by_key.items():
+            groups: list[list[PartitionTask]] = []
+            for task in sorted(members, key=lambda t: (t.window.start, t.window.end)):
+                if groups:
+                    group = groups[-1]
+                    end = max(t.window.end for t in group)
+                    if task.window.start <= end and max(end, task.window.end) - group[0].window.start <= max_span:
+                        group.append(task)
+                        continue
+                groups.append([task])
+            chains[key] = groups
+    first_of: dict[int, list[PartitionTask]] = {}
+    for groups in chains.values():
+        for group in groups:
+            first_of[id(group[0])] = group
+    grouped = {id(t) for groups in chains.values() for group in groups for t in group}
+    ordered: list[list[PartitionTask]] = []
+    for task in tasks:
+        if id(task) in first_of:
+            ordered.append(first_of[id(task)])
+        elif id(task) not in grouped:
+            ordered.append([task])
+    return ordered
 
 
 def _with_details(pages: Iterable[Page], task: PartitionTask, client: TopClient,
@@ -392,7 +508,7 @@ class _Loader:
         if self._processes is not None:
             url = runner.warehouse.engine.url.render_as_string(hide_password=False)
             future = self._processes.submit(_load_in_worker, task.stream.name, task.kind, task.shop_id,
-                                            task.partition_key, str(runner.lake.root), url, runner.run_id,
+                                            task.partition_key, runner.lake.url, url, runner.run_id,
                                             runner.warehouse.store_receiver_pii)
         else:
             future = self._thread.submit(self._load_here, task)
@@ -455,5 +571,5 @@ def _load_in_worker(stream_name: str, kind: Kind, shop_id: str, partition_key: s
     warehouse = _WORKER_WAREHOUSES.get(url)
     if warehouse is None:
         warehouse = _WORKER_WAREHOUSES[url] = Warehouse(url, store_receiver_pii=store_receiver_pii)
-    return load_partition(lake=PageLake(Path(lake_root)), warehouse=warehouse, stream=stream(stream_name),
+    return load_partition(lake=PageLake(lake_root), warehouse=warehouse, stream=stream(stream_name),
                           kind=kind, shop_id=shop_id, partition_key=partition_key, run_id=run_id)

@@ -32,6 +32,7 @@ __all__ = [
     "Window", "DEFAULT_OVERLAP", "INCREMENT_MAX_SPAN", "INCREMENT_ADVISED_SPAN", "PARTITION_KEY_FORMAT",
     "fetch_window", "split_window", "fetch_windows", "window_is_closed", "day_window",
     "partition_windows", "partition_key_window", "Timeline", "Kind", "DAY_KEY_FORMAT",
+    "HISTORY_HORIZON", "HORIZON_MARGIN", "clip_to_horizon", "BeyondHorizon",
 ]
 
 DEFAULT_OVERLAP = timedelta(minutes=5)
@@ -39,6 +40,11 @@ INCREMENT_MAX_SPAN = timedelta(days=1)        # taobao.trades.sold.increment.get
 INCREMENT_ADVISED_SPAN = timedelta(minutes=30)  # the platform's advice for speed and success rate
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"       # Dagster's key format for sub-daily time partitions
 DAY_KEY_FORMAT = "%Y-%m-%d"
+# The list APIs of the historical path see only the last three months, counted from the moment of the
+# call. A window starting earlier is clipped there when it is fetched, with a margin for the walk's
+# duration and for the platform's clock running ahead of ours (TOP accepts +-10 minutes of skew).
+HISTORY_HORIZON = timedelta(days=90)
+HORIZON_MARGIN = timedelta(minutes=5)
 
 # The two ways a stream is fetched: the increment path by modified time on short partitions, the
 # historical path over the platform's history horizon on Asia/Shanghai days.
@@ -245,3 +251,21 @@ class Timeline:
             return None
         end = _utc(now) - self.safety_lag
         return Window(window.start, end.astimezone(SHANGHAI)) if end > _utc(window.start) else None
+
+
+class BeyondHorizon(LookupError):
+    """A historical window lies wholly before the platform's history horizon: nothing can fetch it
+    (not transient: waiting only makes it older)."""
+
+
+def clip_to_horizon(window: Window, *, now: datetime, horizon: timedelta = HISTORY_HORIZON,
+                    margin: timedelta = HORIZON_MARGIN) -> Window | None:
+    """The part of ``window`` the platform still lists at ``now`` (its start moved to ``now - horizon +
+    margin`` when earlier, whole seconds); None when none of it is listed any more."""
+    require_aware(now, "now")
+    limit = (_utc(now) - horizon + margin).replace(microsecond=0)
+    if _utc(window.start) >= limit:
+        return window
+    if _utc(window.end) <= limit:
+        return None
+    return Window(limit.astimezone(window.start.tzinfo), window.end)

@@ -1,0 +1,46 @@
+"""The embedded instance's event log (app/dagster_storage.py): the dagster.yaml ordersync writes names the
+pooled SQLite event log, runs and their per-partition materializations are stored and read back through
+it, and Dagster's own SqliteEventLogStorage reads the same files (nothing is locked in)."""
+
+
+from pathlib import Path
+
+import dagster as dg
+from dagster import AssetExecutionContext
+import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+from ordersync_pipeline.app.dagster_storage import RUN_SHARDS_KEPT, PooledSqliteEventLogStorage
+from ordersync_pipeline.app.instance import ensure_dagster_home
+
+PARTS = dg.StaticPartitionsDefinition([f"p{i}" for i in range(6)])
+
+
+
+@dg.asset(partitions_def=PARTS)
+def one(context: AssetExecutionContext) -> None:
+    context.log_event(dg.AssetMaterialization("per_partition", partition=context.partition_key,
+                                              metadata={"rows": 3}))
+
+
+def test_runs_store_and_read_back_through_the_pooled_event_log(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = ensure_dagster_home(tmp_path)
+    assert "PooledSqliteEventLogStorage" in (home / "dagster.yaml").read_text()
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        run_ids = []
+        for key in PARTS.get_partition_keys():  # more runs than shards kept open
+            result = dg.materialize([one], instance=instance, partition_key=key)
+            assert result.success
+            run_ids.append(result.run_id)
+        assert len(run_ids) > RUN_SHARDS_KEPT
+        records = instance.fetch_materializations(dg.AssetKey("per_partition"), limit=100).records
+        assert sorted(r.partition_key for r in records) == PARTS.get_partition_keys()
+        assert len(instance.all_logs(run_ids[0])) > 5
+    plain = SqliteEventLogStorage(str(home / "history" / "runs"))
+    assert {r.partition_key for r in plain.fetch_materializations(dg.AssetKey("per_partition"), limit=100).records} \
+        == set(PARTS.get_partition_keys())
+    assert len(plain.get_logs_for_run(run_ids[-1])) > 5
+    plain.dispose()
