@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from ordersync_pipeline.processes import pid_exists
+
 __all__ = ["ensure_dagster_home", "default_dagster_yaml", "sync_lock", "SyncBusy", "fail_dead_runs", "run_tags",
            "DAGSTER_YAML", "PID_TAG", "HOST_TAG", "STARTED_BY_TAG"]
 
@@ -121,15 +123,6 @@ def sync_lock(home: Path, *, wait_seconds: float = 0.0, poll: float = 0.5) -> It
         handle.close()  # closing the descriptor releases the lock
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def fail_dead_runs(instance: Any) -> list[str]:
     """Mark unfinished runs (created, starting or started) of this host whose process is gone as failed;
@@ -146,7 +139,7 @@ def fail_dead_runs(instance: Any) -> list[str]:
         if not pid_text or run_host != host or not pid_text.isdigit():
             continue
         pid = int(pid_text)
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or pid_exists(pid):
             continue
         instance.report_run_failed(run, message=(
             f"the process running this run (pid {pid} on {host}) is gone (killed or crashed); its "

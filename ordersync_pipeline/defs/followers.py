@@ -120,10 +120,13 @@ class RunFollowers:
 
     def _run(self, names: Sequence[str], task: PartitionTask,
              failures: list[PartitionOutcome]) -> Iterator[dg.AssetMaterialization]:
-        assert self._ctx is not None or not names
+        if not names:
+            return
+        ctx = self._ctx
+        assert ctx is not None, "names come from self.selected, which made the context"
         for name in names:
             try:
-                figures = FOLLOWERS[name].run(self._ctx, task.shop_id, task.partition_key)  # type: ignore[arg-type]
+                figures = FOLLOWERS[name].run(ctx, task.shop_id, task.partition_key)
             except Exception as exc:  # noqa: BLE001 - this partition's failure alone, named in the step's failure
                 failures.append(PartitionOutcome(task=task, error=f"{name}: {describe(exc)}"))
                 continue

@@ -21,6 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
+from ordersync_pipeline.processes import pid_exists
+
 __all__ = ["FILE_MODE", "DIR_MODE", "STALE_TEMP_AGE", "create_private", "temp_name", "sweep_directory"]
 
 FILE_MODE = 0o600
@@ -55,15 +57,6 @@ def _process_start(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 _HOST = _host_tag()
 # The temp name's writer tag: host (and pid namespace), pid and the process's start time.
@@ -81,7 +74,7 @@ def _writer_alive(pid: int, start: str) -> bool:
     if now_start is None:
         return False
     if now_start == "" or start == "":  # no /proc here or in the name: the pid is all we have
-        return _pid_exists(pid)
+        return pid_exists(pid)
     return now_start == start
 
 
