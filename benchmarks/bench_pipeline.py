@@ -228,6 +228,7 @@ def main() -> None:
         "trades_in_warehouse": trades,
         "order_lines": lines,
         "runs": [{"name": r.name, "partitions": r.partitions, "seconds": round(r.seconds, 1),
+                  "cpu_s": round(r.cpu_seconds, 1),
                   "ok": r.success} for r in report.runs],
         "sync_wall_s": round(wall, 1),
         "trades_per_s_end_to_end": round(trades / wall),
