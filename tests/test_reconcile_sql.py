@@ -1,6 +1,7 @@
-"""The order quality checks compare in the database: on every backend they give the counts and messages the
-row-by-row Python rules give (kept here as the reference), through NULL payments and post fees, trades
-without lines, every presale stage and status, case-variant text, and more offenders than examples."""
+"""Reconciliation's work done in the database gives on every backend what the row-by-row Python gave: the
+order quality checks' counts and messages (the Python rules are kept here as the reference) through NULL
+payments and post fees, trades without lines, every presale stage and status, case-variant text and more
+offenders than examples; and a day's stored count."""
 
 from __future__ import annotations
 
@@ -120,3 +121,12 @@ def test_presale_amounts_agree_in_sql_as_row_by_row(wh: Warehouse, monkeypatch: 
     monkeypatch.setattr(quality, "MAX_EXAMPLES", 10)
     capped = quality.presale_amounts_agree(wh, "shop-1", WINDOW)
     assert (capped.violations, capped.examples) == (len(messages), messages[:10])
+
+
+def test_a_days_stored_count_is_the_number_of_its_versions(wh: Warehouse) -> None:
+    _insert(wh, [_trade(1, created=WINDOW.start), _trade(2), _trade(3, created=WINDOW.end),
+                 _trade(4, shop_id="shop-2"), _trade(5, created=WINDOW.start - timedelta(microseconds=1))])
+    between = {"shop_id": "shop-1", "column": "created", "start": WINDOW.start, "end": WINDOW.end}
+    assert set(wh.versions_between("trades", **between)) == {1, 2}
+    assert wh.count_between("trades", **between) == 2
+    assert wh.count_between("trades", **{**between, "shop_id": "shop-3"}) == 0
