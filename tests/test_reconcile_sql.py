@@ -126,7 +126,7 @@ def test_presale_amounts_agree_in_sql_as_row_by_row(wh: Warehouse, monkeypatch: 
 def test_a_days_stored_count_is_the_number_of_its_versions(wh: Warehouse) -> None:
     _insert(wh, [_trade(1, created=WINDOW.start), _trade(2), _trade(3, created=WINDOW.end),
                  _trade(4, shop_id="shop-2"), _trade(5, created=WINDOW.start - timedelta(microseconds=1))])
-    between = {"shop_id": "shop-1", "column": "created", "start": WINDOW.start, "end": WINDOW.end}
-    assert set(wh.versions_between("trades", **between)) == {1, 2}
-    assert wh.count_between("trades", **between) == 2
-    assert wh.count_between("trades", **{**between, "shop_id": "shop-3"}) == 0
+    assert set(wh.versions_between("trades", shop_id="shop-1", column="created", start=WINDOW.start,
+                                   end=WINDOW.end)) == {1, 2}
+    assert wh.count_between("trades", shop_id="shop-1", column="created", start=WINDOW.start, end=WINDOW.end) == 2
+    assert wh.count_between("trades", shop_id="shop-3", column="created", start=WINDOW.start, end=WINDOW.end) == 0
