@@ -4,9 +4,16 @@ The embedded default instance (``ORDERSYNC_HOME/dagster``) stores every event th
 ``SqliteEventLogStorage._connect``, which creates a SQLAlchemy engine, opens a connection, commits and
 disposes of it all again for each event, in the run's shard and again in the index shard: about 9 events
 per partition of a sync run, 1,800 for a tick of 200 shops. ``PooledSqliteEventLogStorage`` is the same
-storage (same files, schema, journal mode and durability; Dagster's own class reads them) keeping one
-engine and connection per shard: the index shard and the few newest run shards. The embedded
-``dagster.yaml`` names it (app/instance.py); PostgreSQL storage is the production choice beyond that.
+storage (same files, schema and WAL journal; Dagster's own class reads them) keeping one engine and
+connection per shard: the index shard and the few newest run shards. The embedded ``dagster.yaml`` names
+it (app/instance.py); PostgreSQL storage is the production choice beyond that.
+
+Its connections use ``PRAGMA synchronous=NORMAL`` instead of SQLite's FULL: in WAL mode a commit then
+appends to the log without an fsync (the log is synced at checkpoints). Each event is its own commit, so
+FULL cost an fsync per event (~1.5 ms here, 6.6 s of a 200k-trade sync). The database cannot be
+corrupted either way; what NORMAL gives up is the last events before a power loss or OS crash (not a
+process crash). Nothing is planned from them: what is synced is recorded in the warehouse's
+``sync_windows``, so such a loss only shows a partition as unmaterialised in the UI until its next run.
 """
 
 from __future__ import annotations
@@ -26,6 +33,15 @@ __all__ = ["PooledSqliteEventLogStorage", "RUN_SHARDS_KEPT"]
 
 # Run shards kept open: a run writes its own shard; a few cover the runs of one tick and the webserver.
 RUN_SHARDS_KEPT = 4
+
+
+def _no_fsync_per_commit(dbapi_connection: Any, _record: Any) -> None:
+    """WAL commits without an fsync each (see the module docstring); a per-connection setting."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -50,6 +66,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             # One connection shared by this process's threads; _db_lock serialises its use.
             engine = sa.create_engine(self.conn_string_for_shard(shard), poolclass=StaticPool,
                                    connect_args={"timeout": 30.0, "check_same_thread": False})
+            sa.event.listen(engine, "connect", _no_fsync_per_commit)
             self._engines[shard] = engine
             runs = [key for key in self._engines if key != "index"]
             while len(runs) > RUN_SHARDS_KEPT:
