@@ -101,16 +101,17 @@ def test_order_lines_add_up_in_sql_as_row_by_row(wh: Warehouse, monkeypatch: pyt
 
 def test_presale_amounts_agree_in_sql_as_row_by_row(wh: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
     stages = [None, "FRONT_NOPAID_FINAL_NOPAID", "FRONT_PAID_FINAL_NOPAID", "FRONT_PAID_FRONT_FORFEITED",
-              "FRONT_PAID_FINAL_PAID", "SOMETHING_NEW", "front_paid_final_paid"]
+              "FRONT_PAID_FINAL_PAID", "SOMETHING_NEW", "front_paid_final_paid", "FRONT_PAID_FINAL_PAID "]
     paid = [None, Decimal("-1.00"), ZERO, Decimal("1.00"), Decimal("10.00"), Decimal("11.00")]
     payments = [None, ZERO, Decimal("10.00")]
     statuses = [None, "WAIT_BUYER_PAY", "TRADE_NO_CREATE_PAY", "TRADE_CLOSED_BY_TAOBAO", "WAIT_SELLER_SEND_GOODS",
-                "wait_buyer_pay", "trade_closed_by_taobao"]
+                "wait_buyer_pay", "trade_closed_by_taobao", "TRADE_CLOSED_BY_TAOBAO "]
     rows = [_trade(tid, type="step", step_trade_status=stage, step_paid_fee=fee, payment=payment, status=status)
             for tid, (stage, fee, payment, status) in enumerate(itertools.product(stages, paid, payments, statuses),
                                                                 start=1)]
     base = len(rows)
     rows += [_trade(base + 1, type="Step", step_trade_status=None), _trade(base + 2, type=None),
+             _trade(base + 4, type="step ", step_trade_status=None),
              _trade(base + 3, type="fixed", step_trade_status=None)]          # not presale: not checked
     _insert(wh, rows)
     checked, messages = _reference_presale(wh)

@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from ordersync_pipeline.sync.lake import PageLake
 from ordersync_pipeline.sync.runner import lake_dataset
@@ -255,9 +256,10 @@ _BEFORE_BALANCE = ("WAIT_BUYER_PAY", "TRADE_NO_CREATE_PAY", "TRADE_CLOSED_BY_TAO
 
 
 def _case_sensitive(warehouse: Warehouse) -> Callable[[sa.ColumnElement[Any]], sa.ColumnElement[Any]]:
-    """Text compared as Python compares it: MariaDB's utf8mb4_unicode_ci would take "Step" for "step"."""
+    """Text compared as Python compares it: MariaDB's utf8mb4_unicode_ci would take "Step" (or "step ") for
+    "step". ``CAST(... AS BINARY)`` rather than the ``BINARY`` operator, which MySQL 8 deprecates."""
     if warehouse.dialect_name == "mysql":
-        return lambda column: sa.func.binary(column)
+        return lambda column: sa.type_coerce(sa.cast(column, mysql.BINARY()), sa.String())
     return lambda column: column
 
 
