@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,12 +38,14 @@ def _rss_mb(who: int) -> float:
 
 
 class _TreeRss:
-    """Peak summed RSS of this process and its descendants (loader processes), the simulator excluded."""
+    """Peak summed RSS, and PSS, of this process and its descendants (loader processes), the simulator
+    excluded. RSS counts a shared page (a library two processes map) once per process; PSS splits it
+    between them, so the PSS sum is what the tree really occupies."""
 
     def __init__(self, exclude: int) -> None:
         import threading
 
-        self.exclude, self.peak_kb = exclude, 0
+        self.exclude, self.peak_kb, self.peak_pss_kb = exclude, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -54,30 +57,34 @@ class _TreeRss:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            self.peak_kb = max(self.peak_kb, self._sample())
+        while not self._stop.wait(0.5):
+            rss, pss = self._sample()
+            self.peak_kb, self.peak_pss_kb = max(self.peak_kb, rss), max(self.peak_pss_kb, pss)
 
-    def _sample(self) -> int:
-        parents: dict[int, int] = {}
-        rss: dict[int, int] = {}
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
+    def _sample(self) -> tuple[int, int]:
+        # Walk down from this process through /proc/<pid>/task/<tid>/children: reading every process's
+        # status on a busy machine cost the pipeline process more CPU than some of its steps.
+        total = pss = 0
+        pending = [os.getpid()]
+        while pending:
+            pid = pending.pop()
             try:
-                status = (proc / "status").read_text()
-            except OSError:
+                status = Path(f"/proc/{pid}/status").read_text()
+                rss = int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1])
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                pss += int(next(x for x in rollup.splitlines() if x.startswith("Pss:")).split()[1])
+                total += rss
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending += [int(c) for c in (task / "children").read_text().split() if int(c) != self.exclude]
+            except (OSError, StopIteration, ValueError):
                 continue
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            parents[int(proc.name)] = int(fields.get("PPid", "0").strip() or 0)
-            rss[int(proc.name)] = int((fields.get("VmRSS", "0 kB").split() or ["0"])[0])
-        me, total = os.getpid(), 0
-        for pid in rss:
-            cursor = pid
-            while cursor and cursor != me and cursor != self.exclude:
-                cursor = parents.get(cursor, 0)
-            if cursor == me:
-                total += rss[pid]
-        return total
+        return total, pss
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -90,6 +97,8 @@ def main() -> None:
     ap.add_argument("--profile", default=None, help="write a cProfile of the pipeline process here")
     ap.add_argument("--keep", action="store_true", help="keep the database and ORDERSYNC_HOME")
     ap.add_argument("--fetch-concurrency", type=int, default=None, help="sync.fetch_concurrency")
+    ap.add_argument("--load-workers", type=int, default=0,
+                    help="sync.load_workers (1: load in the pipeline process, no loader processes)")
     ap.add_argument("--rss-trace", action="store_true", help="print this process's RSS every 2 s")
     ap.add_argument("--dagster-storage", choices=["sqlite", "postgres"], default="sqlite",
                     help="Dagster instance storage: the embedded SQLite default (as a user runs it) or PostgreSQL")
@@ -134,6 +143,8 @@ def main() -> None:
     cfg.rate_limit_per_minute = args.client_rate
     if args.fetch_concurrency:
         cfg.sync.fetch_concurrency = args.fetch_concurrency
+    if args.load_workers:
+        cfg.sync.load_workers = args.load_workers
     write_config(cfg, config_path)
 
     from ordersync_pipeline.app.sync import run_sync
@@ -196,6 +207,9 @@ def main() -> None:
         trades = conn.execute(sa.text("select count(*) from trades")).scalar_one()
         lines = conn.execute(sa.text("select count(*) from trade_orders")).scalar_one()
     engine.dispose()
+    sim_cpu = _cpu_s(sim.pid)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    loaders = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped loader processes (the simulator still runs)
     sim.terminate()
     sim.wait(timeout=30)
     sim_rss = _rss_mb(resource.RUSAGE_CHILDREN)
@@ -210,6 +224,7 @@ def main() -> None:
         "trades_in_warehouse": trades,
         "order_lines": lines,
         "runs": [{"name": r.name, "partitions": r.partitions, "seconds": round(r.seconds, 1),
+                  "cpu_s": round(r.cpu_seconds, 1),
                   "ok": r.success} for r in report.runs],
         "sync_wall_s": round(wall, 1),
         "trades_per_s_end_to_end": round(trades / wall),
@@ -223,6 +238,12 @@ def main() -> None:
         "increment_calls_per_1000_trades": round(1000 * inc_calls / inc_trades, 2) if inc_trades else None,
         "peak_rss_mb_pipeline": round(_rss_mb(resource.RUSAGE_SELF)),
         "peak_rss_mb_process_tree": round(tree.peak_kb / 1024),
+        "peak_pss_mb_process_tree": round(tree.peak_pss_kb / 1024),
+        # CPU seconds of the whole bench process (the sync, plus this script's setup and checks), of
+        # the loader processes it spawned, and of the simulator; PostgreSQL's own is not counted.
+        "cpu_s": {"pipeline": round(own.ru_utime + own.ru_stime, 1),
+                  "loader_processes": round(loaders.ru_utime + loaders.ru_stime, 1),
+                  "simulator": round(sim_cpu, 1)},
         "load_avg_at_end": os.getloadavg(),
         "peak_rss_mb_simulator": round(sim_rss),
     }
@@ -231,6 +252,7 @@ def main() -> None:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}_dagster" WITH (FORCE)'))
+        shutil.rmtree(home, ignore_errors=True)
     admin.dispose()
 
 

@@ -12,7 +12,8 @@ Path parts are percent-escaped except ``A-Z a-z 0-9 _ . - :`` (``:`` kept so Dag
 readable; fine on POSIX), so a key can neither climb out of its directory nor clash with another.
 
 Columns: shop_id, method, window_start, window_end, page_no, page_size, request_id, fetched_at,
-total_results, has_next, body. Records are not stored twice: readers re-parse ``body``.
+total_results, has_next, body. Records are not stored twice: readers re-parse ``body``. A detail call
+refused for its record is stored as a refusal page in the answer's place (sync/refusals.py).
 
 Publishing protocol (why a half-written partition is never taken for a whole one):
 
@@ -59,7 +60,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
@@ -78,6 +79,7 @@ from ordersync_pipeline.sync.lake_files import (
     temp_name,
 )
 from ordersync_pipeline.sync.lake_select import Selection, SelectionCounter, select_pages
+from ordersync_pipeline.sync.refusals import refusal_items
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.top.pages import ListShape, Page, parse_list_body
@@ -571,10 +573,34 @@ def _iter_pages(handle: IO[bytes], path: Path, shapes: ListShape | Mapping[str, 
             first, position = position, position + rows
             if only is not None and not any(first <= p < position for p in only):
                 continue
-            for offset, row in enumerate(parquet.read_row_group(group).to_pylist()):
+            for offset, row in enumerate(_rows(parquet.read_row_group(group))):
                 if only is not None and first + offset not in only:
                     continue
                 yield _page_of(row, path, shapes)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_TICKS_PER_US = {"us": 1, "ns": 1_000}
+_US_PER_TICK = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    """``table.to_pylist()``, except that zoned timestamps become aware UTC datetimes here: pyarrow's
+    own conversion of them imports pandas, ~80 MB more in every loader process that never uses it."""
+    columns: list[list[Any]] = []
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            columns.append([None if ticks is None else _EPOCH + timedelta(microseconds=_microseconds(ticks, kind.unit))
+                            for ticks in column.cast(pa.int64()).to_pylist()])
+        else:
+            columns.append(column.to_pylist())
+    return [dict(zip(table.column_names, values)) for values in zip(*columns)]
+
+
+def _microseconds(ticks: int, unit: str) -> int:
+    """Ticks of ``unit`` since the epoch in whole microseconds (datetime's resolution; ns floored)."""
+    return ticks // _TICKS_PER_US[unit] if unit in _TICKS_PER_US else ticks * _US_PER_TICK[unit]
 
 
 def _page_of(row: dict[str, Any], path: Path, shapes: ListShape | Mapping[str, ListShape]) -> Page:
@@ -586,7 +612,10 @@ def _page_of(row: dict[str, Any], path: Path, shapes: ListShape | Mapping[str, L
         raise PartitionCorrupt(f"{path}: page {row['page_no']} is from {row['method']}, which this "
                                f"dataset does not read ({sorted(shapes)})")
     try:
-        items, _, _ = parse_list_body(row["body"], shape, method=row["method"], shop_id=row["shop_id"])
+        # A detail call refused for its record is kept as a refusal page (sync/refusals.py).
+        refused = refusal_items(row["body"]) if row["page_no"] == 0 else None
+        items = refused if refused is not None else parse_list_body(
+            row["body"], shape, method=row["method"], shop_id=row["shop_id"])[0]
     except TopError as exc:
         raise PartitionCorrupt(
             f"{path}: page {row['page_no']} (request_id {row['request_id']}) does not "
