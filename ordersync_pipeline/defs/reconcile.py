@@ -31,7 +31,7 @@ from ordersync_pipeline.reconcile import quality
 from ordersync_pipeline.reconcile.daily import DayOutcome, day_checks, reconcile_day
 from ordersync_pipeline.reconcile.fullpull import degraded_streams, full_pull, full_pull_window
 from ordersync_pipeline.reconcile.gaps import synced_until
-from ordersync_pipeline.reconcile.records import save_day
+from ordersync_pipeline.reconcile.records import save_days
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.lake import PageLake
 from ordersync_pipeline.sync.windows import DAY_KEY_FORMAT, Timeline, day_window
@@ -144,8 +144,7 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
                                                       warehouse, timeline, stream=stream.name, shop_id=shop,
                                                       since=day_window(day).start, now=now))
                                     for stream, check in checks]
-                        for outcome in outcomes:
-                            save_day(warehouse, outcome.result)
+                        save_days(warehouse, [outcome.result for outcome in outcomes])
                         results = quality.run_all(warehouse, lake, shop, day_window(day),
                                                   increment_minutes=timeline.increment_minutes)
                     except Exception as exc:  # noqa: BLE001 - this shop-day's failure alone

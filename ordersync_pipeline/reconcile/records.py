@@ -22,7 +22,7 @@ from ordersync_pipeline.warehouse.tables import (
     reconciliation_daily,
 )
 
-__all__ = ["DayResult", "BreakerRecord", "save_day", "read_days", "passed_days", "save_breaker",
+__all__ = ["DayResult", "BreakerRecord", "save_day", "save_days", "read_days", "passed_days", "save_breaker",
            "read_breakers", "open_breaker_shops"]
 
 
@@ -83,11 +83,17 @@ class BreakerRecord:
 
 def save_day(warehouse: Warehouse, result: DayResult) -> None:
     """Record (or replace) the reconciliation of ``result``'s shop, stream and day."""
-    key = ((reconciliation_daily.c.shop_id == result.shop_id) & (reconciliation_daily.c.stream == result.stream)
-           & (reconciliation_daily.c.day == result.day))
+    save_days(warehouse, [result])
+
+
+def save_days(warehouse: Warehouse, results: Sequence[DayResult]) -> None:
+    """``save_day`` for each of ``results``, in one transaction (a shop-day's streams are saved together)."""
     with warehouse.engine.begin() as conn:
-        conn.execute(reconciliation_daily.delete().where(key))
-        conn.execute(reconciliation_daily.insert().values(**asdict(result)))
+        for result in results:
+            key = ((reconciliation_daily.c.shop_id == result.shop_id)
+                   & (reconciliation_daily.c.stream == result.stream) & (reconciliation_daily.c.day == result.day))
+            conn.execute(reconciliation_daily.delete().where(key))
+            conn.execute(reconciliation_daily.insert().values(**asdict(result)))
 
 
 def read_days(warehouse: Warehouse, *, shop_ids: Sequence[str] | None = None, days: Iterable[date] | None = None,

@@ -336,11 +336,17 @@ class Warehouse:
         column: ``created``, ``modified``) lies in ``[start, end)``."""
         t = metadata.tables[table]
         key = t.c[MONOTONIC_TABLES[table].key]
-        query = sa.select(key, t.c.modified).where(
-            t.c.shop_id == shop_id, t.c[column] >= require_aware(start, "start"),
-            t.c[column] < require_aware(end, "end"))
+        query = sa.select(key, t.c.modified).where(_between(t, shop_id=shop_id, column=column, start=start, end=end))
         with self.engine.connect() as conn:
             return {int(k): modified for k, modified in conn.execute(query)}
+
+    def count_between(self, table: str, *, shop_id: str, column: str, start: datetime, end: datetime) -> int:
+        """How many rows ``versions_between`` would return, counted in the database."""
+        t = metadata.tables[table]
+        query = sa.select(sa.func.count()).select_from(t).where(
+            _between(t, shop_id=shop_id, column=column, start=start, end=end))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def versions_of(self, table: str, keys: Iterable[int]) -> dict[int, datetime]:
         """``{key: modified}`` of the stored rows among ``keys`` (absent keys are left out)."""
@@ -387,3 +393,8 @@ class Warehouse:
         """The newest ``api_calls.id`` (0 when the ledger is empty)."""
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.max(api_calls.c.id))).scalar_one() or 0)
+
+
+def _between(t: sa.Table, *, shop_id: str, column: str, start: datetime, end: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(t.c.shop_id == shop_id, t.c[column] >= require_aware(start, "start"),
+                   t.c[column] < require_aware(end, "end"))
