@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,12 +38,14 @@ def _rss_mb(who: int) -> float:
 
 
 class _TreeRss:
-    """Peak summed RSS of this process and its descendants (loader processes), the simulator excluded."""
+    """Peak summed RSS, and PSS, of this process and its descendants (loader processes), the simulator
+    excluded. RSS counts a shared page (a library two processes map) once per process; PSS splits it
+    between them, so the PSS sum is what the tree really occupies."""
 
     def __init__(self, exclude: int) -> None:
         import threading
 
-        self.exclude, self.peak_kb = exclude, 0
+        self.exclude, self.peak_kb, self.peak_pss_kb = exclude, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -55,9 +58,10 @@ class _TreeRss:
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
-            self.peak_kb = max(self.peak_kb, self._sample())
+            rss, pss = self._sample()
+            self.peak_kb, self.peak_pss_kb = max(self.peak_kb, rss), max(self.peak_pss_kb, pss)
 
-    def _sample(self) -> int:
+    def _sample(self) -> tuple[int, int]:
         parents: dict[int, int] = {}
         rss: dict[int, int] = {}
         for proc in Path("/proc").iterdir():
@@ -70,14 +74,25 @@ class _TreeRss:
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
             parents[int(proc.name)] = int(fields.get("PPid", "0").strip() or 0)
             rss[int(proc.name)] = int((fields.get("VmRSS", "0 kB").split() or ["0"])[0])
-        me, total = os.getpid(), 0
+        me, total, pss = os.getpid(), 0, 0
         for pid in rss:
             cursor = pid
             while cursor and cursor != me and cursor != self.exclude:
                 cursor = parents.get(cursor, 0)
             if cursor == me:
                 total += rss[pid]
-        return total
+                try:
+                    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                    pss += int(next(x for x in rollup.splitlines() if x.startswith("Pss:")).split()[1])
+                except (OSError, StopIteration, ValueError):
+                    pss += rss[pid]
+        return total, pss
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -196,6 +211,9 @@ def main() -> None:
         trades = conn.execute(sa.text("select count(*) from trades")).scalar_one()
         lines = conn.execute(sa.text("select count(*) from trade_orders")).scalar_one()
     engine.dispose()
+    sim_cpu = _cpu_s(sim.pid)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    loaders = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped loader processes (the simulator still runs)
     sim.terminate()
     sim.wait(timeout=30)
     sim_rss = _rss_mb(resource.RUSAGE_CHILDREN)
@@ -223,6 +241,12 @@ def main() -> None:
         "increment_calls_per_1000_trades": round(1000 * inc_calls / inc_trades, 2) if inc_trades else None,
         "peak_rss_mb_pipeline": round(_rss_mb(resource.RUSAGE_SELF)),
         "peak_rss_mb_process_tree": round(tree.peak_kb / 1024),
+        "peak_pss_mb_process_tree": round(tree.peak_pss_kb / 1024),
+        # CPU seconds of the whole bench process (the sync, plus this script's setup and checks), of
+        # the loader processes it spawned, and of the simulator; PostgreSQL's own is not counted.
+        "cpu_s": {"pipeline": round(own.ru_utime + own.ru_stime, 1),
+                  "loader_processes": round(loaders.ru_utime + loaders.ru_stime, 1),
+                  "simulator": round(sim_cpu, 1)},
         "load_avg_at_end": os.getloadavg(),
         "peak_rss_mb_simulator": round(sim_rss),
     }
@@ -231,6 +255,7 @@ def main() -> None:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}_dagster" WITH (FORCE)'))
+        shutil.rmtree(home, ignore_errors=True)
     admin.dispose()
 
 

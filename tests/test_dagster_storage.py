@@ -44,3 +44,42 @@ def test_runs_store_and_read_back_through_the_pooled_event_log(tmp_path: Path,
         == set(PARTS.get_partition_keys())
     assert len(plain.get_logs_for_run(run_ids[-1])) > 5
     plain.dispose()
+
+
+def test_event_commits_append_to_the_wal_without_an_fsync_each(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """synchronous=NORMAL on a WAL database: a commit per event no longer waits for the disk (the last
+    events may be lost on power loss, never corrupted; the warehouse's sync_windows is the record)."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    ensure_dagster_home(tmp_path)
+    with dg.DagsterInstance.get() as instance:
+        assert dg.materialize([one], instance=instance, partition_key="p0").success
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        for shard in ("index", *(k for k in storage._engines if k != "index")):
+            with storage._connect(shard) as conn:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL (FULL is 2)
+
+
+def test_table_existence_is_asked_of_the_database_once_not_per_event(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster's SQLite storage checked for asset_check_executions / asset_event_tags with a new engine
+    and connection per stored asset event; a table once present is remembered."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    ensure_dagster_home(tmp_path)
+    asked: list[str] = []
+    original = SqliteEventLogStorage.has_table
+
+    def counting(self: SqliteEventLogStorage, table_name: str) -> bool:
+        asked.append(table_name)
+        return original(self, table_name)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "has_table", counting)
+    with dg.DagsterInstance.get() as instance:
+        for key in PARTS.get_partition_keys():
+            assert dg.materialize([one], instance=instance, partition_key=key).success
+        events = sum(len(instance.all_logs(r.run_id)) for r in instance.get_runs())
+        assert events > 30
+        assert asked, "the storage never asked: the test no longer exercises has_table"
+        assert len(asked) == len(set(asked)), f"asked again for tables already found: {asked}"

@@ -74,7 +74,8 @@ def _trade_details_run(ctx: FollowerContext, shop_id: str, time_key: str) -> Map
     session = ctx.top.session(shop_id) if wanted else None
     result = refresh_details(client=ctx.client, warehouse=ctx.warehouse, shop_id=shop_id, session=session,
                              candidates=wanted, answered=answered)
-    return {"candidates": result.candidates, "fetched": result.fetched, "cache_hits": result.cached}
+    return {"candidates": result.candidates, "fetched": result.fetched, "cache_hits": result.cached,
+            "refused": result.refused}
 
 
 # Follower assets by name, as the stream registry names them (StreamAssets.followers).

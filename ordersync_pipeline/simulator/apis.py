@@ -114,8 +114,13 @@ class Apis:
     """Handlers return the full response body (JSON bytes)."""
 
     def __init__(self, world: World, tmc: TmcQueue, fragments: env.FragmentCache, lag_s: float,
-                 page_drift: float, seed: int) -> None:
+                 page_drift: float, seed: int, *, refund_vanish_rate: float = 0.0) -> None:
         self.world, self.tmc, self.fragments = world, tmc, fragments
+        self.seed, self.refund_vanish_rate = seed, refund_vanish_rate
+        # Refunds the list describes without ``status`` (refund.get completes them), and refunds gone
+        # by the time refund.get is asked (listed incompletely, then refused): Simulator.vanish_refund.
+        self.partial_refunds: set[int] = set()
+        self.vanished_refunds: set[int] = set()
         self.lag_s, self.page_drift = int(round(lag_s)), page_drift
         self.projections = env.Projections()
         self.lister = ListRenderer()
@@ -352,7 +357,8 @@ class Apis:
             refunds.append(r)
         refunds.sort(key=lambda r: (r["modified"], r["refund_id"]), reverse=True)
         lo = (page_no - 1) * page_size
-        page = [{k: r[k] for k in names if k in r} for r in refunds[lo:lo + page_size]]
+        page = [{k: r[k] for k in names if k in r and not (k == "status" and self._listed_partially(r))}
+                for r in refunds[lo:lo + page_size]]
         body: dict[str, Any] = {"has_next": lo + page_size < len(refunds)}
         if not call.bool_arg("use_has_next"):
             body["total_results"] = len(refunds)
@@ -368,9 +374,21 @@ class Apis:
             raise invalid("refund_id") from None
         r = self.world.refund(refund_id, call.now)
         loc = p.locate_refund(refund_id)
-        if r is None or loc is None or call.shop is None or loc[0] != call.shop.shop_no:
+        if (r is None or loc is None or call.shop is None or loc[0] != call.shop.shop_no
+                or self._vanished(refund_id)):
             raise TopError(15, "Remote service error", "isv.refund-not-exist", "退款不存在")
         return env.success(call.method, {"refund": {k: r[k] for k in names if k in r}}, call.rid, call.simplify)
+
+    def _vanished(self, refund_id: int) -> bool:
+        """Deleted between the list and the detail call: chosen, or seeded at ``refund_vanish_rate``."""
+        if refund_id in self.vanished_refunds:
+            return True
+        return (self.refund_vanish_rate > 0
+                and p.mix(self.seed, refund_id, 0x7A415) % 1_000_000 < self.refund_vanish_rate * 1_000_000)
+
+    def _listed_partially(self, refund: dict[str, Any]) -> bool:
+        refund_id = int(refund["refund_id"])
+        return refund_id in self.partial_refunds or self._vanished(refund_id)
 
     def logistics_trace_search(self, call: Call) -> bytes:
         try:

@@ -67,6 +67,9 @@ def simulator() -> None:
                    "taobao.trades.sold.increment.get=0.2 (repeatable; time windows: POST /admin/failures)")
 @click.option("--increment-miss-rate", default=0.0, type=float,
               help="share of trades the increment API never lists (only reconciliation finds them)")
+@click.option("--refund-vanish-rate", default=0.0, type=float,
+              help="share of refunds listed incompletely and then refused by taobao.refund.get "
+                   "(isv.refund-not-exist), as if deleted between the list and the detail call")
 @click.option("--reply-delay", "reply_delay", default=0.0, type=float,
               help="seconds every reply takes (a distant or busy platform)")
 @click.option("--write-config", "write_config_path", default=None, type=click.Path(dir_okay=False),
@@ -74,7 +77,8 @@ def simulator() -> None:
 def serve(host: str, port: int, seed: int, shops: int, orders_per_day: int, history_days: int,
           fault_rate: float, visibility_lag: float, page_drift: float, rate_limit: str | None,
           app_key: str | None, app_secret: str | None, clock: str, speed: float, fail: tuple[str, ...],
-          increment_miss_rate: float, reply_delay: float, write_config_path: str | None) -> None:
+          increment_miss_rate: float, refund_vanish_rate: float, reply_delay: float,
+          write_config_path: str | None) -> None:
     """Serve until SIGINT or SIGTERM."""
     settings = SimulatorSettings(
         seed=seed, shops=shops, orders_per_day=orders_per_day, history_days=history_days,
@@ -82,7 +86,7 @@ def serve(host: str, port: int, seed: int, shops: int, orders_per_day: int, hist
         rate_limit_per_min=parse_rate(rate_limit), app_key=app_key, app_secret=app_secret,
         clock=clock, speed=speed, host=host, port=port,  # type: ignore[arg-type]
         api_failures=tuple(parse_failure(text) for text in fail), increment_miss_rate=increment_miss_rate,
-        reply_delay_s=reply_delay)
+        refund_vanish_rate=refund_vanish_rate, reply_delay_s=reply_delay)
     sim = start_simulator(settings)
     if write_config_path:
         write_config(sim.config(), write_config_path,

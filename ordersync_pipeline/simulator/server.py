@@ -46,7 +46,7 @@ class Simulator:
         self.tmc = TmcQueue(self.world, settings.tmc_redelivery_s)
         self.fragments = env.FragmentCache(settings.fragment_cache_mb * 1024 * 1024)
         apis = Apis(self.world, self.tmc, self.fragments, settings.visibility_lag_s, settings.page_drift,
-                    settings.seed)
+                    settings.seed, refund_vanish_rate=settings.refund_vanish_rate)
         self.gateway = Gateway(self, apis)
         self.admin = Admin(self)
         handler = type("SimHandler", (Handler,), {"sim": self})
@@ -98,6 +98,16 @@ class Simulator:
         (every version when both are None); only a reconciliation against sold.get can find it."""
         self.world.hide_from_increment(tid, None if start is None else int(start.timestamp()),
                                        None if end is None else int(end.timestamp()))
+
+    def list_refund_incompletely(self, refund_id: int | str) -> None:
+        """refunds.receive.get lists refund ``refund_id`` without ``status`` from now on, so a client must
+        complete it with taobao.refund.get (which still answers)."""
+        self.gateway.apis.partial_refunds.add(int(refund_id))
+
+    def vanish_refund(self, refund_id: int | str) -> None:
+        """Refund ``refund_id`` is listed incompletely and taobao.refund.get answers ``isv.refund-not-exist``
+        for it from now on: deleted between the list and the detail call."""
+        self.gateway.apis.vanished_refunds.add(int(refund_id))
 
     def state(self) -> dict[str, Any]:
         now = self.clock.now_ts()

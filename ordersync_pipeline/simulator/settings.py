@@ -51,6 +51,9 @@ class SimulatorSettings:
     ``Simulator.fail_api``). ``increment_miss_rate`` is the share of trades the increment API never
     lists (seeded; sold.get and fullinfo still see them), as a platform index that drops changes would:
     only a reconciliation against sold.get finds them. ``Simulator.hide_from_increment`` hides one.
+    ``refund_vanish_rate`` is the share of refunds (seeded by refund_id) that refunds.receive.get lists
+    without ``status`` and that taobao.refund.get then refuses with ``isv.refund-not-exist``: a refund
+    deleted between the list and the detail call. ``Simulator.vanish_refund`` picks one.
     """
 
     seed: int = 7
@@ -75,6 +78,7 @@ class SimulatorSettings:
     fragment_cache_mb: int = 512        # bound on cached serialized trade fragments
     api_failures: tuple[ApiFailure, ...] = ()
     increment_miss_rate: float = 0.0
+    refund_vanish_rate: float = 0.0
     # Where a stepped or accelerated world clock starts (aware); None = the host's now. A test that
     # steps through a whole past day starts the world there (a real clock always follows the host).
     start_at: datetime | None = None
@@ -88,6 +92,8 @@ class SimulatorSettings:
             raise ValueError("fault_rate and page_drift are probabilities within 0..1")
         if not 0.0 <= self.increment_miss_rate <= 1.0:
             raise ValueError("increment_miss_rate is a probability within 0..1")
+        if not 0.0 <= self.refund_vanish_rate <= 1.0:
+            raise ValueError("refund_vanish_rate is a probability within 0..1")
         if self.clock not in ("real", "stepped", "accelerated"):
             raise ValueError(f"unknown clock {self.clock!r}")
         if self.reply_delay_s < 0:

@@ -5,7 +5,9 @@ incomplete is completed at fetch time (its fullinfo answer is kept in the lake b
 the trades entry in sync/streams.py). This cache is for what the tables do not hold: presale payment
 details (``presale``) and buyer messages (``buyer_message``), opted into with ``sync.detail_reasons``.
 Each costs one call per changed trade; the cache is keyed by (tid, modified) so a trade is fetched again
-only after it changed, and a fullinfo answer already in the lake costs no call at all.
+only after it changed, and a fullinfo answer already in the lake costs no call at all. A trade fullinfo
+refuses for itself (``isv.trade-not-exist``: deleted since it was listed) is quarantined and the rest
+of the partition cached (sync/refusals.py), instead of failing the partition on every re-run.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from ordersync_pipeline.sync.fields import payload_json
 from ordersync_pipeline.sync.normalize import detail_row
+from ordersync_pipeline.sync.refusals import Refusal, is_record_refusal, refusal_of
 from ordersync_pipeline.timeutil import format_top_time
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.client import TopClient
+from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.top.pages import Page
 from ordersync_pipeline.top.paging import FULLINFO_GET, get_trade_fullinfo
 from ordersync_pipeline.warehouse import Warehouse
@@ -43,6 +48,7 @@ class DetailsResult:
     candidates: int
     fetched: int
     cached: int
+    refused: int = 0                  # fullinfo refused for the trade itself: quarantined, not cached
 
 
 def needs_details(trade: Mapping[str, Any], reasons: frozenset[DetailReason]) -> bool:
@@ -62,6 +68,7 @@ def detail_candidates(pages: Iterable[Page], reasons: frozenset[DetailReason],
     fullinfo answers already among the pages (fetched when the list record was incomplete)."""
     wanted: dict[int, Any] = {}
     answered: dict[int, Mapping[str, Any]] = {}
+    refused: dict[int, Any] = {}
     for page in pages:
         for trade in page.items:
             if not isinstance(trade, dict):
@@ -69,12 +76,20 @@ def detail_candidates(pages: Iterable[Page], reasons: frozenset[DetailReason],
             tid = trade.get("tid")
             if not isinstance(tid, int):
                 continue
+            if refusal_of(trade) is not None:
+                # fullinfo refused this version at fetch time and the load quarantined it: asking
+                # again would only be refused again.
+                refused[tid] = trade.get("modified")
+                continue
             if page.method == FULLINFO_GET:
                 answered[tid] = trade
             if needs_details(trade, reasons):
                 modified = trade.get("modified")
                 if tid not in wanted or str(modified) > str(wanted[tid]):
                     wanted[tid] = modified
+    for tid, modified in refused.items():
+        if tid in wanted and str(wanted[tid]) == str(modified) and tid not in answered:
+            del wanted[tid]
     return wanted, answered
 
 
@@ -89,20 +104,33 @@ def refresh_details(*, client: TopClient | None, warehouse: Warehouse, shop_id: 
     todo = [tid for tid, modified in candidates.items()
             if _as_top_text(cached.get(tid)) != _as_top_text(modified)]
     rows = []
+    refusals: list[dict[str, Any]] = []
     fetched = 0
+    at = synced_at or utc_now()
     for tid in todo:
         trade = answered.get(tid)
         if trade is None or _as_top_text(trade.get("modified")) != _as_top_text(candidates[tid]):
             if client is None or session is None:
                 raise RuntimeError(f"trade {tid} needs a fullinfo call but no client was given")
-            trade = fetch(client, shop_id=shop_id, session=session, tid=tid, fields=DETAIL_FIELDS)
             fetched += 1
-        rows.append(detail_row(shop_id, trade, fetched_at=synced_at or utc_now(),
-                               keep_pii=warehouse.store_receiver_pii))
+            try:
+                trade = fetch(client, shop_id=shop_id, session=session, tid=tid, fields=DETAIL_FIELDS)
+            except TopError as exc:
+                # Refused for this trade alone (deleted since it was listed): quarantined, and the
+                # other trades of the partition still cached. Anything else fails the partition.
+                if not is_record_refusal(exc, key_param="tid"):
+                    raise
+                refusals.append({"quarantined_at": at, "source": "trade_details", "shop_id": shop_id,
+                                 "record_key": str(tid), "reason": Refusal.of(exc).reason("trade", str(tid)),
+                                 "payload": payload_json({"tid": tid, "modified": _as_top_text(candidates[tid])})})
+                continue
+        rows.append(detail_row(shop_id, trade, fetched_at=at, keep_pii=warehouse.store_receiver_pii))
     if rows:
         warehouse.upsert_trade_details(rows)
+    if refusals:
+        warehouse.add_quarantine(refusals)
     return DetailsResult(shop_id=shop_id, candidates=len(candidates), fetched=fetched,
-                         cached=len(candidates) - len(todo))
+                         cached=len(candidates) - len(todo), refused=len(refusals))
 
 
 def _as_top_text(value: Any) -> str | None:

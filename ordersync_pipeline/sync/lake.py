@@ -12,7 +12,8 @@ Path parts are percent-escaped except ``A-Z a-z 0-9 _ . - :`` (``:`` kept so Dag
 readable; fine on POSIX), so a key can neither climb out of its directory nor clash with another.
 
 Columns: shop_id, method, window_start, window_end, page_no, page_size, request_id, fetched_at,
-total_results, has_next, body. Records are not stored twice: readers re-parse ``body``.
+total_results, has_next, body. Records are not stored twice: readers re-parse ``body``. A detail call
+refused for its record is stored as a refusal page in the answer's place (sync/refusals.py).
 
 Publishing protocol (why a half-written partition is never taken for a whole one):
 
@@ -78,6 +79,7 @@ from ordersync_pipeline.sync.lake_files import (
     temp_name,
 )
 from ordersync_pipeline.sync.lake_select import Selection, SelectionCounter, select_pages
+from ordersync_pipeline.sync.refusals import refusal_items
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.top.pages import ListShape, Page, parse_list_body
@@ -586,7 +588,10 @@ def _page_of(row: dict[str, Any], path: Path, shapes: ListShape | Mapping[str, L
         raise PartitionCorrupt(f"{path}: page {row['page_no']} is from {row['method']}, which this "
                                f"dataset does not read ({sorted(shapes)})")
     try:
-        items, _, _ = parse_list_body(row["body"], shape, method=row["method"], shop_id=row["shop_id"])
+        # A detail call refused for its record is kept as a refusal page (sync/refusals.py).
+        refused = refusal_items(row["body"]) if row["page_no"] == 0 else None
+        items = refused if refused is not None else parse_list_body(
+            row["body"], shape, method=row["method"], shop_id=row["shop_id"])[0]
     except TopError as exc:
         raise PartitionCorrupt(
             f"{path}: page {row['page_no']} (request_id {row['request_id']}) does not "

@@ -66,6 +66,7 @@ from ordersync_pipeline.sync.fields import (
     text,
     time,
 )
+from ordersync_pipeline.sync.refusals import refusal_of, without_refusal
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.warehouse.types import escape_unstorable
 
@@ -243,6 +244,13 @@ def normalize_trades(shop_id: str, trades: Iterable[Mapping[str, Any]], *, fetch
         try:
             if not isinstance(record, Mapping):
                 raise Invalid(f"trade is a {type(record).__name__}, expected an object")
+            refusal = refusal_of(record)
+            if refusal is not None:  # fullinfo refused for this trade (sync/refusals.py)
+                quarantine.append(_quarantine_row(without_refusal(record),
+                                                  refusal.reason("trade", _record_key(record)),
+                                                  shop_id=shop_id, source=source, at=synced_at,
+                                                  keep_pii=keep_pii))
+                continue
             row, orders = _trade_rows(record, shop_id, synced_at, fetched_at, latest, source)
         except Invalid as exc:
             quarantine.append(_quarantine_row(record, f"trade {_record_key(record) or '?'}: {exc}",

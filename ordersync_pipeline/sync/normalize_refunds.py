@@ -9,7 +9,9 @@ The field rules are the trades' (``sync/fields.py``: money with at most 2 decima
 * A record the list call could not describe (``refund_incomplete``: a usable ``refund_id`` but no
   ``tid``, ``oid``, ``status`` or ``modified``) yields no row and no quarantine row: the fetch completed
   it with ``taobao.refund.get`` in the same partition (streams.py, which refuses an answer that is
-  itself incomplete, so nothing is dropped unseen).
+  itself incomplete, so nothing is dropped unseen). When refund.get refused that refund (it was deleted
+  meanwhile), the fetch kept a refusal item instead (sync/refusals.py): it becomes a quarantine row
+  naming the API, the refund and the platform's sub_code and message.
 
 Within one batch each ``refund_id`` appears once, at its newest ``(modified, fetched_at)``, later input
 winning a tie (the set-based upserts need that). Buyer identifiers in quarantine payloads follow the
@@ -33,6 +35,7 @@ from ordersync_pipeline.sync.fields import (
     text,
     time,
 )
+from ordersync_pipeline.sync.refusals import refusal_of, without_refusal
 from ordersync_pipeline.sync.stream import Batch
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.warehouse.types import escape_unstorable
@@ -129,6 +132,13 @@ def normalize_refunds(shop_id: str, items: Sequence[Mapping[str, Any]], *, synce
         try:
             if not isinstance(record, Mapping):
                 raise Invalid(f"refund is a {type(record).__name__}, expected an object")
+            refusal = refusal_of(record)
+            if refusal is not None:
+                key = _record_key(record)
+                quarantine.append({"quarantined_at": synced_at, "source": source, "shop_id": shop_id,
+                                   "record_key": key, "reason": refusal.reason("refund", key),
+                                   "payload": payload_json(without_refusal(record))})
+                continue
             if refund_incomplete(record):
                 continue  # completed by refund.get on the same partition (module docstring)
             row = _row(record, shop_id, synced_at, fetched_at, latest)

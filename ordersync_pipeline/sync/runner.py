@@ -37,6 +37,7 @@ from typing import Any
 from ordersync_pipeline.failures import describe, is_transient
 from ordersync_pipeline.sync.lake import LakeManifest, PageLake
 from ordersync_pipeline.sync.lake_select import Selection
+from ordersync_pipeline.sync.refusals import is_record_refusal, refusal_page
 from ordersync_pipeline.sync.stream import Batch, Stream
 from ordersync_pipeline.sync.windows import (
     HISTORY_HORIZON,
@@ -48,6 +49,7 @@ from ordersync_pipeline.sync.windows import (
 )
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.top.client import TopClient
+from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.top.pages import Page
 from ordersync_pipeline.warehouse import Warehouse
 
@@ -386,7 +388,10 @@ def coalesce(tasks: Sequence[PartitionTask], max_span: timedelta) -> list[list[P
 
 def _with_details(pages: Iterable[Page], task: PartitionTask, client: TopClient,
                   session: str) -> Iterator[Page]:
-    """The list pages, each followed by one detail page per record the list call could not describe."""
+    """The list pages, each followed by one detail page per record the list call could not describe.
+
+    A detail call the platform refuses for that record alone (sync/refusals.py) becomes a refusal page,
+    which the load quarantines; any other failure propagates and fails (or retries) the partition."""
     detail = task.stream.detail
     assert detail is not None
     for page in pages:
@@ -394,8 +399,17 @@ def _with_details(pages: Iterable[Page], task: PartitionTask, client: TopClient,
         for record in page.items:
             # A record that is not an object cannot be looked up; the normaliser quarantines it.
             if isinstance(record, dict) and detail.incomplete(record):
-                yield detail.fetch(client, shop_id=task.shop_id, session=session, record=record,
-                                   window=Window(page.window_start, page.window_end))
+                window = Window(page.window_start, page.window_end)
+                try:
+                    yield detail.fetch(client, shop_id=task.shop_id, session=session, record=record,
+                                       window=window)
+                except TopError as exc:
+                    if not is_record_refusal(exc, key_param=task.stream.record_key):
+                        raise
+                    log.warning("%s: %s %s refused, quarantined: %s", task.label, task.stream.record_key,
+                                record.get(task.stream.record_key), describe(exc))
+                    yield refusal_page(exc, record=record, shop_id=task.shop_id, method=detail.method,
+                                       window_start=window.start, window_end=window.end)
 
 
 def manifest_window(manifest: LakeManifest) -> Window:

@@ -28,7 +28,7 @@ import functools
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
+from ordersync_pipeline.timeutil import GMT8
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.warehouse.types import Money, UTCDateTime
 
@@ -44,6 +45,9 @@ Row = dict[str, Any]
 
 # The version columns every monotonic table has (tables.Monotonic).
 VERSION_COLUMNS = ("modified", "fetched_at")
+
+# Fixed-offset zones whose datetimes are aware by construction: TOP's GMT+8 (sync/fields.py) and UTC.
+_KNOWN_ZONES = frozenset({timezone.utc, GMT8})
 
 # Columns stamped with the load time when the caller leaves them out.
 _STAMP_COLUMNS = ("synced_at", "fetched_at")
@@ -70,6 +74,7 @@ def prepare_rows(table: sa.Table, key: str, rows: Iterable[Mapping[str, Any]]) -
     unknown columns, rows without a key or ``modified``, and naive datetimes."""
     columns = [c.name for c in table.columns]
     known = set(columns)
+    width = len(columns)
     time_columns = [c.name for c in table.columns if isinstance(c.type, UTCDateTime)]
     stamps = [c for c in _STAMP_COLUMNS if c in known]
     stamp_time = utc_now()
@@ -79,15 +84,21 @@ def prepare_rows(table: sa.Table, key: str, rows: Iterable[Mapping[str, Any]]) -
             raise ValueError(f"{table.name}: unknown column(s) {sorted(row.keys() - known)}")
         if row.get(key) is None or row.get("modified") is None:
             raise ValueError(f"{table.name}: every row needs {key!r} and 'modified', got {dict(row)!r}")
-        # fromkeys + update runs in C: this loop is on the hot path of every load.
-        full = dict.fromkeys(columns)
-        full.update(row)
+        # This loop is on the hot path of every load. A row that already has every column (what the
+        # normalisers build) is copied in one C call; others are completed by fromkeys + update.
+        if len(row) == width:
+            full = dict(row)
+        else:
+            full = dict.fromkeys(columns)
+            full.update(row)
         for name in stamps:
             if full[name] is None:
                 full[name] = stamp_time
         for name in time_columns:
             value = full[name]
-            if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
+            # The zones every parsed time carries pass on identity, sparing a utcoffset() call each.
+            if value is not None and (type(value) is not datetime or value.tzinfo not in _KNOWN_ZONES) and (
+                    not isinstance(value, datetime) or value.utcoffset() is None):
                 raise ValueError(f"{table.name}.{name} must be a timezone-aware datetime, got {value!r}")
         prepared.append(full)
     return prepared
