@@ -54,7 +54,7 @@ class ForecastSettings:
     dense_share: float = 0.76        # share of days with a sale (last dense_window days) for ets
     dense_window: int = 56
     profile_weeks: int = 8           # weeks of shop totals behind the weekday profile
-    n_jobs: int = 1                  # processes statsforecast may use (-1 = every core)
+    n_jobs: int = 1                  # processes the ETS fits may use (-1 = every core)
 
     @property
     def dense_model_name(self) -> str:

@@ -38,7 +38,7 @@ LINE_SELECT = (trade_orders.c.shop_id, trade_orders.c.tid, trade_orders.c.oid, t
 # What daily sales read of a line (sales.py LINE_COLUMNS): the bulk read, so nothing more.
 SALE_SELECT = LINE_SELECT[:13]
 LINE_TIMES = ("pay_time", "created", "modified", "end_time")
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 10_000  # rows converted at a time: bounds the driver objects alive at once (50k: +58 MB peak)
 inventory_latest = sa.table(INVENTORY_LATEST_VIEW, *(sa.column(c.name) for c in inventory_snapshots.columns))
 
 
