@@ -65,21 +65,28 @@ def test_event_commits_append_to_the_wal_without_an_fsync_each(tmp_path: Path,
 def test_table_existence_is_asked_of_the_database_once_not_per_event(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Dagster's SQLite storage checked for asset_check_executions / asset_event_tags with a new engine
-    and connection per stored asset event; a table once present is remembered."""
+    and connection, and inspected asset_keys' columns, per stored asset event; once present, remembered."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     ensure_dagster_home(tmp_path)
     asked: list[str] = []
     original = SqliteEventLogStorage.has_table
+    original_column = SqliteEventLogStorage._has_asset_key_col_on_connection
 
     def counting(self: SqliteEventLogStorage, table_name: str) -> bool:
         asked.append(table_name)
         return original(self, table_name)
 
+    def counting_column(self: SqliteEventLogStorage, conn: object, column_name: str) -> bool:
+        asked.append(f"asset_keys.{column_name}")
+        return original_column(self, conn, column_name)  # type: ignore[arg-type]
+
     monkeypatch.setattr(SqliteEventLogStorage, "has_table", counting)
+    monkeypatch.setattr(SqliteEventLogStorage, "_has_asset_key_col_on_connection", counting_column)
     with dg.DagsterInstance.get() as instance:
         for key in PARTS.get_partition_keys():
             assert dg.materialize([one], instance=instance, partition_key=key).success
         events = sum(len(instance.all_logs(r.run_id)) for r in instance.get_runs())
         assert events > 30
         assert asked, "the storage never asked: the test no longer exercises has_table"
+        assert any(name.startswith("asset_keys.") for name in asked), asked
         assert len(asked) == len(set(asked)), f"asked again for tables already found: {asked}"

@@ -311,3 +311,22 @@ def test_a_format_1_manifest_is_still_read(tmp_path: Path) -> None:
     path.write_bytes(orjson.dumps(doc))
     with pytest.raises(PartitionCorrupt, match="unknown manifest format 99"):
         read(lake)
+
+
+def test_reading_a_partition_does_not_import_pandas(tmp_path: Path) -> None:
+    """Loader processes only read the lake: pyarrow's conversion of zoned timestamps imported pandas
+    (~80 MB in each), so the lake converts them itself; times still read back exact (round trip above)."""
+    import subprocess
+    import sys
+
+    write(PageLake(tmp_path), iter(sample_pages()))
+    script = (
+        "import sys\n"
+        "from ordersync_pipeline.sync.lake import PageLake\n"
+        "from ordersync_pipeline.top.pages import TRADES\n"
+        f"pages = list(PageLake({str(tmp_path)!r}).read_partition(shop_id='shop-1', stream='increment',\n"
+        f"                                                        partition_key={KEY!r}, shape=TRADES))\n"
+        "assert len(pages) == 3 and pages[0].fetched_at.tzinfo is not None, pages\n"
+        "print('pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -29,6 +29,8 @@ class RunReport:
     seconds: float
     run_id: str | None = None
     error: str | None = None
+    # CPU of the process running it plus the loader processes it started and ended (not the database's).
+    cpu_seconds: float = 0.0
 
     @property
     def success(self) -> bool:

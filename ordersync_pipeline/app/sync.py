@@ -151,15 +151,25 @@ def run_stock(defs: Any, instance: Any, settings: Settings, warehouse: Warehouse
                                  report_path=str(reports) if reports.exists() else None)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its children that have ended (a run's loader processes
+    end with the run, so a difference across one run counts them)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _execute_job(defs: Any, instance: Any, job_name: str, *, name: str,
                  partition_key: str | None) -> tuple[RunReport, Any]:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, tags=run_tags("cli"), run_config=QUIET_RUN_CONFIG, raise_on_error=False,
         partition_key=partition_key)
     error = None if result.success else _failure_reason(result)
     report = RunReport(name=name, partitions=1, materialized=1 if result.success else 0,
-                       seconds=time.perf_counter() - started, run_id=result.run_id, error=error)
+                       seconds=time.perf_counter() - started, run_id=result.run_id, error=error,
+                       cpu_seconds=cpu_seconds() - cpu)
     return report, result
 
 
@@ -214,7 +224,7 @@ def execute_reconciliation(defs: Any, instance: Any, rect: RunRect) -> RunReport
     from ordersync_pipeline.defs.partitions import multi_key
     from ordersync_pipeline.defs.reconcile import RECONCILE_ASSET, RECONCILE_JOB
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     first, last = multi_key(rect.shops[0], rect.time_keys[0]), multi_key(rect.shops[-1], rect.time_keys[-1])
     tags = {**range_tags_for(str(first), str(last)), **run_tags("cli")}
     result = defs.resolve_job_def(RECONCILE_JOB).execute_in_process(
@@ -226,7 +236,8 @@ def execute_reconciliation(defs: Any, instance: Any, rect: RunRect) -> RunReport
     if result.success and complete < rect.partitions:
         error = f"the run reconciled {complete} of the {rect.partitions} shop-days it was asked for"
     return RunReport(name="reconciliation", partitions=rect.partitions, materialized=complete,
-                     seconds=time.perf_counter() - started, run_id=result.run_id, error=error)
+                     seconds=time.perf_counter() - started, run_id=result.run_id, error=error,
+                     cpu_seconds=cpu_seconds() - cpu)
 
 
 def range_tags_for(first: str, last: str) -> dict[str, str]:
@@ -249,7 +260,7 @@ def execute_rect(defs: Any, instance: Any, rect: RunRect) -> RunReport:
 
     from ordersync_pipeline.defs.partitions import multi_key, split_key
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     name = f"{rect.kind} {'+'.join(rect.streams)}"
     entries = [stream(name_) for name_ in rect.streams]
     selection = [dg.AssetKey(asset) for entry in entries for asset in entry.assets.all_names(rect.kind)]
@@ -272,7 +283,8 @@ def execute_rect(defs: Any, instance: Any, rect: RunRect) -> RunReport:
     if result.success and complete < asked:
         error = f"the run materialised {complete} of the {asked} partitions it was asked for"
     return RunReport(name=name, partitions=asked, materialized=complete,
-                     seconds=time.perf_counter() - started, run_id=result.run_id, error=error)
+                     seconds=time.perf_counter() - started, run_id=result.run_id, error=error,
+                     cpu_seconds=cpu_seconds() - cpu)
 
 
 def _materializations(result: Any) -> list[Any]:
