@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ordersync_pipeline.forecast import ets as ets_module
 from ordersync_pipeline.forecast import model as model_module
 from ordersync_pipeline.forecast.model import ForecastSettings, forecast_sales
 
@@ -152,14 +153,14 @@ def test_as_of_uses_only_the_history_up_to_it() -> None:
 
 
 def test_a_failed_fit_moves_the_sku_to_the_next_simpler_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = model_module._statsforecast
+    real = ets_module.forecast_one
 
-    def failing_ana(frame: pd.DataFrame, n: int, cfg: ForecastSettings, spec: str):  # type: ignore[no-untyped-def]
-        if spec == "ANA" and (frame["unique_id"] == 0).any() and frame["y"].iloc[0] == 11:
+    def failing_ana(y: np.ndarray, *, season: int, spec: str, h: int, level: int):  # type: ignore[no-untyped-def]
+        if spec == "ANA" and y[0] == 11:
             raise FloatingPointError("simulated ETS failure")
-        return real(frame, n, cfg, spec)
+        return real(y, season=season, spec=spec, h=h, level=level)
 
-    monkeypatch.setattr(model_module, "_statsforecast", failing_ana)
+    monkeypatch.setattr(ets_module, "forecast_one", failing_ana)
     bad = weekly_counts(20, 90, 11)
     bad[0] = 11
     good = weekly_counts(20, 90, 12)
@@ -187,5 +188,37 @@ def test_importing_the_package_loads_neither_dagster_nor_statsforecast() -> None
     code = ("import sys; import ordersync_pipeline.forecast.model, ordersync_pipeline.forecast.replenish, "
             "ordersync_pipeline.forecast.backtest, ordersync_pipeline.forecast.charts; "
             "assert 'dagster' not in sys.modules; assert 'statsforecast' not in sys.modules, 'loaded eagerly'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_direct_ets_call_gives_what_statsforecasts_driver_gives() -> None:
+    # ets.py calls statsforecast.ets per series instead of StatsForecast(...).forecast: same numbers.
+    from statsforecast import StatsForecast
+    from statsforecast.models import AutoETS
+
+    rng = np.random.default_rng(3)
+    ys = [weekly_counts(20, 60, 1) + rng.poisson(3, 60), rng.poisson(2, 30).astype(float), rng.poisson(8, 21).astype(float)]
+    for spec, season in (("ANA", 7), ("ANN", 1), ("ZZZ", 7)):
+        frame = pd.DataFrame({"unique_id": np.repeat(np.arange(len(ys)), [len(y) for y in ys]),
+                              "ds": np.concatenate([pd.date_range("2026-01-01", periods=len(y)) for y in ys]),
+                              "y": np.concatenate(ys).astype("float64")})
+        want = StatsForecast(models=[AutoETS(season_length=season, model=spec, alias="m")], freq="D").forecast(
+            df=frame, h=7, level=[80]).sort_values(["unique_id", "ds"])
+        got = ets_module.fit_series(ys, season=season, spec=spec, h=7, level=80)
+        for j, fit in enumerate(got):
+            assert fit is not None
+            rows = want[want["unique_id"] == j]
+            np.testing.assert_array_equal(fit[0], rows["m"].to_numpy())
+            np.testing.assert_array_equal(fit[1], rows["m-lo-80"].to_numpy())
+            np.testing.assert_array_equal(fit[2], rows["m-hi-80"].to_numpy())
+
+
+def test_the_ets_import_skips_statsforecasts_driver_and_leaves_the_package_importable() -> None:
+    code = ("import sys; from ordersync_pipeline.forecast.ets import ets_module; ets_module(); "
+            "assert 'statsforecast.ets' in sys.modules; assert 'statsforecast' not in sys.modules; "
+            "assert 'fugue' not in sys.modules and 'statsforecast.core' not in sys.modules, 'driver loaded'; "
+            "from statsforecast import StatsForecast; from statsforecast.models import AutoETS; "
+            "import statsforecast.ets as e; assert e is sys.modules['statsforecast.ets']")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

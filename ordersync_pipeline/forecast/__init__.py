@@ -10,7 +10,8 @@
 frames; ``keys`` holds the one SKU-key rule shared by sales, inventory and freezes.
 
 Submodules are imported directly (``from ordersync_pipeline.forecast.model import forecast_sales``):
-statsforecast takes seconds to import, so only ``model`` (and what calls it) loads it, lazily.
+statsforecast takes seconds to import, so only ``model`` (and what calls it) loads it, lazily, and only
+its ETS module (``ets``).
 Errors: bad input frames raise ``ValueError`` naming the column and what to pass instead; bad *data*
 (unknown SKUs, negative days, missing stock) never raises, it is handled by a rule stated where it
 applies and shown in the output's ``model``/``note``/``reason`` columns.

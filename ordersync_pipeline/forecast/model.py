@@ -54,7 +54,7 @@ class ForecastSettings:
     dense_share: float = 0.76        # share of days with a sale (last dense_window days) for ets
     dense_window: int = 56
     profile_weeks: int = 8           # weeks of shop totals behind the weekday profile
-    n_jobs: int = 1                  # processes statsforecast may use (-1 = every core)
+    n_jobs: int = 1                  # processes the ETS fits may use (-1 = every core)
 
     @property
     def dense_model_name(self) -> str:
@@ -251,60 +251,27 @@ def _shop_profiles(series: _Series, cfg: ForecastSettings) -> dict[str, NDArray]
 
 def _ets(series: _Series, idx: NDArray, prof_hist: NDArray | None, prof_target: NDArray | None,
          cfg: ForecastSettings, spec: str, results: dict[int, _Fit]) -> list[int]:
-    """Fit statsforecast AutoETS(spec) on the SKUs ``idx`` (divided by their shop profile when given);
-    store the forecasts and return the SKUs whose fit failed."""
+    """Fit statsforecast's ETS(spec) on the SKUs ``idx`` (from their first sale; divided by their shop
+    profile when given); store the forecasts and return the SKUs whose fit failed."""
     if len(idx) == 0:
         return []
-    n_days = series.y.shape[1]
-    cols = np.arange(n_days)
-    mask = cols[None, :] >= series.first[idx][:, None]
+    from ordersync_pipeline.forecast.ets import fit_series  # statsforecast: only when a forecast runs
+
     y = series.y[idx] if prof_hist is None else series.y[idx] / prof_hist[idx]
-    rows, cc = np.nonzero(mask)
-    frame = pd.DataFrame({"unique_id": rows.astype("int64"),
-                          "ds": pd.to_datetime(series.days[cc], unit="D"), "y": y[rows, cc]})
-    try:
-        point, lower, upper = _statsforecast(frame, len(idx), cfg, spec)
-        failed: list[int] = []
-    except Exception:  # noqa: BLE001 - one bad series must not lose the batch: retry one by one
-        point, lower, upper, failed = _one_by_one(frame, idx, cfg, spec)
-    if prof_target is not None:
-        scale = prof_target[idx]
-        point, lower, upper = point * scale, lower * scale, upper * scale
-    for j, i in enumerate(idx.tolist()):
-        if i not in failed:
-            results[i] = _Fit(point[j], lower[j], upper[j])
-    return failed
-
-
-def _statsforecast(frame: pd.DataFrame, n: int, cfg: ForecastSettings, spec: str) -> tuple[NDArray, NDArray, NDArray]:
-    from statsforecast import StatsForecast  # seconds to import: only when a forecast runs
-    from statsforecast.models import AutoETS
-
+    ys = [y[j, max(int(series.first[i]), 0):] for j, i in enumerate(idx.tolist())]
     season = 1 if spec[2:3] == "N" else cfg.season_length
-    model = AutoETS(season_length=season, model=spec, alias="m")
-    out = StatsForecast(models=[model], freq="D", n_jobs=cfg.n_jobs).forecast(df=frame, h=cfg.horizon,
-                                                                              level=[cfg.level])
-    out = out.sort_values(["unique_id", "ds"], kind="stable")
-    shape = (n, cfg.horizon)
-    if len(out) != n * cfg.horizon:
-        raise RuntimeError(f"statsforecast returned {len(out)} rows for {n} series x {cfg.horizon} days")
-    return (out["m"].to_numpy("float64").reshape(shape), out[f"m-lo-{cfg.level}"].to_numpy("float64").reshape(shape),
-            out[f"m-hi-{cfg.level}"].to_numpy("float64").reshape(shape))
-
-
-def _one_by_one(frame: pd.DataFrame, idx: NDArray, cfg: ForecastSettings,
-                spec: str) -> tuple[NDArray, NDArray, NDArray, list[int]]:
-    shape = (len(idx), cfg.horizon)
-    point, lower, upper = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    failed = []
-    for j in range(len(idx)):
-        part = frame[frame["unique_id"] == j]
-        try:
-            p, lo, hi = _statsforecast(part.assign(unique_id=0), 1, cfg, spec)
-            point[j], lower[j], upper[j] = p[0], lo[0], hi[0]
-        except Exception:  # noqa: BLE001 - recorded in the SKU's note by the caller
-            failed.append(int(idx[j]))
-    return point, lower, upper, failed
+    fits = fit_series(ys, season=season, spec=spec, h=cfg.horizon, level=cfg.level, n_jobs=cfg.n_jobs)
+    failed: list[int] = []
+    for i, fit in zip(idx.tolist(), fits):
+        if fit is None:
+            failed.append(i)
+            continue
+        point, lower, upper = fit
+        if prof_target is not None:
+            scale = prof_target[i]
+            point, lower, upper = point * scale, lower * scale, upper * scale
+        results[i] = _Fit(point, lower, upper)
+    return failed
 
 
 def _mean_fit(series: _Series, i: int, prof_hist: NDArray, prof_target: NDArray, cfg: ForecastSettings) -> _Fit:

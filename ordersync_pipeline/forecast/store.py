@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -34,6 +35,10 @@ LINE_SELECT = (trade_orders.c.shop_id, trade_orders.c.tid, trade_orders.c.oid, t
                trade_orders.c.sku_id, trade_orders.c.outer_iid, trade_orders.c.outer_sku_id, trade_orders.c.num,
                trade_orders.c.payment, trades.c.status, trades.c.type, trades.c.step_trade_status,
                trades.c.pay_time, trades.c.created, trades.c.modified, trades.c.end_time)
+# What daily sales read of a line (sales.py LINE_COLUMNS): the bulk read, so nothing more.
+SALE_SELECT = LINE_SELECT[:13]
+LINE_TIMES = ("pay_time", "created", "modified", "end_time")
+CHUNK_ROWS = 10_000  # rows converted at a time: bounds the driver objects alive at once (50k: +58 MB peak)
 inventory_latest = sa.table(INVENTORY_LATEST_VIEW, *(sa.column(c.name) for c in inventory_snapshots.columns))
 
 
@@ -47,26 +52,64 @@ def _frame(warehouse: Warehouse, query: sa.Select[Any], columns: Sequence[str],
     return frame
 
 
+def _bulk_frame(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]], where: Sequence[sa.ColumnElement[bool]],
+                source: sa.FromClause, *, times: Sequence[str] = (), money: Sequence[str] = ()) -> pd.DataFrame:
+    """The rows of a large read as compact columns, without SQLAlchemy's per-value type processing.
+
+    Times and money are read as the driver returns them (type-coerced to no type) and converted a column
+    at a time: times are aware datetimes on PostgreSQL, naive UTC datetimes on MariaDB and ISO text on
+    SQLite (warehouse/types.py), all UTC -> datetime64[ns, UTC] (NaT for NULL); money is Decimal yuan on
+    PostgreSQL/MariaDB and integer fen on SQLite -> float64 yuan (NaN for NULL; exact to the fen, so
+    ``keys.to_fen`` gets the same fen on every backend). Rows are converted in chunks so only one chunk's
+    driver objects live at a time.
+    """
+    raw = set(times) | set(money)
+    columns = [sa.type_coerce(c, sa.types.NullType()).label(c.name) if c.name in raw else c for c in select]
+    query = sa.select(*columns).select_from(source).where(*where)
+    names = [c.name for c in select]
+    fen = warehouse.engine.dialect.name == "sqlite"  # Money is stored as integer fen there
+    parts: list[pd.DataFrame] = []
+    with warehouse.engine.connect() as conn:
+        result = conn.execute(query)
+        for rows in result.partitions(CHUNK_ROWS):
+            by_column = list(zip(*rows))
+            del rows
+            data: dict[str, Any] = {}
+            for name, values in zip(names, by_column):
+                if name in times:
+                    data[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+                elif name in money:
+                    amounts = np.array([np.nan if v is None else v for v in values], dtype="float64")
+                    data[name] = amounts / 100 if fen else amounts
+                else:  # text becomes pandas' str dtype (Arrow-backed): compact whatever repeats
+                    data[name] = pd.Series(values)
+            parts.append(pd.DataFrame(data, columns=names))
+    if not parts:
+        return pd.DataFrame({n: pd.Series(dtype="datetime64[ns, UTC]" if n in times else
+                                          "float64" if n in money else object) for n in names})
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
 def _day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=SHANGHAI)
 
 
 def read_order_lines(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, end: date) -> pd.DataFrame:
-    """Order lines with their trade's status/type/step status/pay time, paid within ``[start - lookback,
-    end]`` (Shanghai days) or not paid at all (so closed-unpaid lines are counted as excluded)."""
+    """Order lines (sales.py ``LINE_COLUMNS``: the line's ids, ``num``, ``payment`` as float yuan, and its
+    trade's status/type/step status/``pay_time``), paid within ``[start - lookback, end]`` (Shanghai days)."""
     since = _day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS))
     until = _day_start(end + timedelta(days=1))
-    query = (sa.select(*LINE_SELECT).select_from(trade_orders.join(trades, trades.c.tid == trade_orders.c.tid))
-             .where(trade_orders.c.shop_id.in_(list(shop_ids)), trades.c.pay_time >= since,
-                    trades.c.pay_time < until))
-    return _frame(warehouse, query, [c.name for c in LINE_SELECT], ("pay_time", "created", "modified", "end_time"))
+    return _bulk_frame(warehouse, SALE_SELECT, [trade_orders.c.shop_id.in_(list(shop_ids)),
+                                                trades.c.pay_time >= since, trades.c.pay_time < until],
+                       trade_orders.join(trades, trades.c.tid == trade_orders.c.tid),
+                       times=("pay_time",), money=("payment",))
 
 
 def read_presale_lines(warehouse: Warehouse, shop_ids: Sequence[str]) -> pd.DataFrame:
-    """Every order line of a presale (``type == "step"``) trade of the shops."""
-    query = (sa.select(*LINE_SELECT).select_from(trade_orders.join(trades, trades.c.tid == trade_orders.c.tid))
-             .where(trade_orders.c.shop_id.in_(list(shop_ids)), trades.c.type == "step"))
-    return _frame(warehouse, query, [c.name for c in LINE_SELECT], ("pay_time", "created", "modified", "end_time"))
+    """Every order line of a presale (``type == "step"``) trade of the shops (``payment`` as float yuan)."""
+    return _bulk_frame(warehouse, LINE_SELECT, [trade_orders.c.shop_id.in_(list(shop_ids)), trades.c.type == "step"],
+                       trade_orders.join(trades, trades.c.tid == trade_orders.c.tid), times=LINE_TIMES,
+                       money=("payment",))
 
 
 def read_refunds(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, end: date) -> pd.DataFrame | None:
@@ -155,8 +198,28 @@ def replace_suggestions(warehouse: Warehouse, shop_ids: Sequence[str], frame: pd
 
 
 def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], chunk: int = 5000) -> None:
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        _copy(conn, table, rows)
+        return
     for i in range(0, len(rows), chunk):
         conn.execute(sa.insert(table), rows[i:i + chunk])
+
+
+def _copy(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: COPY the rows in, on the transaction's own connection (19k daily_sales rows: 1.3 s by
+    executemany, 0.5 s by COPY, on a loaded machine). Values pass the columns' bind processing first, as
+    an INSERT's would (a naive datetime is refused the same way)."""
+    if not rows:
+        return
+    columns = list(table.columns)
+    processors = [c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
+    names = ", ".join(conn.dialect.identifier_preparer.quote(c.name) for c in columns)
+    driver: Any = conn.connection.driver_connection  # psycopg.Connection, inside the transaction begun
+    with driver.cursor() as cursor, cursor.copy(f"COPY {conn.dialect.identifier_preparer.format_table(table)} "
+                                               f"({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([v if p is None or v is None else p(v)
+                            for v, p in zip((row[c.name] for c in columns), processors)])
 
 
 def _rows(frame: pd.DataFrame, table: sa.Table) -> list[dict[str, Any]]:
