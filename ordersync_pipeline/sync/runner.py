@@ -144,6 +144,8 @@ class RunnerSettings:
     coalesce_span: timedelta = INCREMENT_MAX_SPAN
     # How far back the historical path's list API sees, from the moment of the call (None: no limit).
     history_horizon: timedelta | None = HISTORY_HORIZON
+    # A run that loaded at least this many records refreshes the statistics of the tables it filled.
+    analyze_after_records: int = 20_000
 
     def delay(self, attempt: int) -> float:
         if not self.retry_delays:
@@ -212,6 +214,7 @@ class SyncRunner:
                         continue
                     loader.submit(outcome)
                 yield from loader.drain()
+                self._analyze_after_bulk(tasks, loader.records_loaded)
                 return
             with ThreadPoolExecutor(max_workers=max(1, self.settings.fetch_concurrency),
                                     thread_name_prefix="ordersync-fetch") as pool:
@@ -233,9 +236,25 @@ class SyncRunner:
                                     yield outcome
                         else:
                             yield loader.finish(future)
+            self._analyze_after_bulk(tasks, loader.records_loaded)
         finally:
             loader.close()
             self._close_clients()
+
+    def _analyze_after_bulk(self, tasks: Sequence[PartitionTask], records: int) -> None:
+        """After a bulk load, refresh the planner's statistics of the tables it filled.
+
+        A first history load grows the tables from nothing to millions of rows in minutes, before
+        autovacuum's first analyse: until then PostgreSQL plans the reconciliation's and the
+        forecast's joins as if the tables were empty (nested loops over the whole day's lines). Only
+        an optimisation, so a failure is logged, never raised."""
+        if records < self.settings.analyze_after_records:
+            return
+        tables = sorted({table for task in tasks for table in task.stream.tables})
+        try:
+            self.warehouse.analyze(tables)
+        except Exception as exc:  # noqa: BLE001 - statistics are an optimisation
+            log.warning("could not refresh the statistics of %s: %s", ", ".join(tables), describe(exc))
 
     # -- fetch -----------------------------------------------------------------------------------
 
@@ -504,6 +523,7 @@ class _Loader:
         self._parallel_ok = (runner.settings.load_workers > 1 and total_tasks > 1
                              and runner.warehouse.dialect_name == "postgresql")
         self._records_seen = 0
+        self.records_loaded = 0          # records of the partitions loaded without error
         self.pending: dict[Future[LoadFigures], PartitionOutcome] = {}
 
     def submit(self, outcome: PartitionOutcome, *, fetched_records: int | None = None) -> None:
@@ -554,6 +574,7 @@ class _Loader:
             outcome.error, outcome.transient = describe(exc), is_transient(exc)
             log.warning("%s: load failed: %s", outcome.task.label, outcome.error)
             return outcome
+        self.records_loaded += figures.records
         outcome.rows = figures.rows
         outcome.quarantined = figures.quarantined
         outcome.quarantine_reasons = figures.quarantine_reasons

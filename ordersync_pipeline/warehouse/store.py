@@ -340,6 +340,18 @@ class Warehouse:
         with self.engine.connect() as conn:
             return {int(k): modified for k, modified in conn.execute(query)}
 
+    def analyze(self, tables: Sequence[str]) -> None:
+        """Refresh the query planner's statistics of ``tables`` (after a bulk load)."""
+        names = [metadata.tables[name].name for name in tables]  # known tables only: no SQL from input
+        with self.engine.begin() as conn:
+            if self.dialect_name == "postgresql":
+                conn.exec_driver_sql(f"ANALYZE {', '.join(names)}")
+            elif self.dialect_name in ("mysql", "mariadb"):
+                conn.exec_driver_sql(f"ANALYZE TABLE {', '.join(names)}").fetchall()
+            else:
+                for name in names:
+                    conn.exec_driver_sql(f"ANALYZE {name}")
+
     def count_between(self, table: str, *, shop_id: str, column: str, start: datetime, end: datetime) -> int:
         """How many rows ``versions_between`` would return, counted in the database."""
         t = metadata.tables[table]
