@@ -61,3 +61,33 @@ def test_no_lines_give_an_empty_frame_with_the_columns(wh: Warehouse) -> None:
     got = store.read_order_lines(wh, [SHOP], start=date(2026, 11, 20), end=date(2026, 11, 22))
     assert got.empty and list(got.columns) == [c.name for c in store.SALE_SELECT]
     assert build_daily_sales(got, start=date(2026, 11, 20), end=date(2026, 11, 22)).frame.empty
+
+
+@pytest.mark.parametrize("chunk", [2, 3, store.CHUNK_ROWS])
+def test_daily_sales_reduced_chunk_by_chunk_equal_daily_sales_of_the_whole_read(
+        wh: Warehouse, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_daily_sales reduces each chunk of lines as it is read (bounded memory for large shops): the
+    same frame, exclusion counts and line count as reducing the whole read at once."""
+    from ordersync_pipeline.forecast.sales import daily_sales_of, sale_lines
+
+    trades = [_trade(k, pay, payments) for k, (pay, payments) in enumerate(TRADES)]
+    trades.append({**_trade(9, "2026-11-21 10:00:00", ["5.00"]), "status": "WAIT_BUYER_PAY", "pay_time": None})
+    batch = normalize_trades(SHOP, trades, fetched_at=datetime.now(timezone.utc),
+                             synced_at=datetime.now(timezone.utc), source="increment")
+    wh.upsert_trades_with_orders(batch.trades, batch.orders)
+    monkeypatch.setattr(store, "CHUNK_ROWS", chunk)
+    window = {"start": date(2026, 11, 20), "end": date(2026, 11, 22)}
+
+    whole = build_daily_sales(store.read_order_lines(wh, [SHOP], **window), **window)
+    chunked = daily_sales_of(*sale_lines(store.iter_order_lines(wh, [SHOP], **window)), **window)
+    pd.testing.assert_frame_equal(chunked.frame, whole.frame)
+    assert (chunked.lines_counted, chunked.lines_excluded) == (whole.lines_counted, whole.lines_excluded)
+    assert whole.lines_counted == 8
+
+
+def test_sale_lines_of_no_chunks_is_empty_with_its_columns() -> None:
+    from ordersync_pipeline.forecast.sales import sale_lines
+
+    lines, excluded = sale_lines(iter([]))
+    assert lines.empty and {"shop_id", "oid", "sku_key", "day", "num", "fen"} <= set(lines.columns)
+    assert excluded.get("unpaid", 0) == 0

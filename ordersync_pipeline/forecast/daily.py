@@ -33,7 +33,7 @@ from ordersync_pipeline.forecast.charts import forecast_chart_svg, suggestions_m
 from ordersync_pipeline.forecast.freeze import presale_freezes
 from ordersync_pipeline.forecast.keys import sku_keys
 from ordersync_pipeline.forecast.replenish import ReplenishSettings, replenishment_suggestions
-from ordersync_pipeline.forecast.sales import DailySales, build_daily_sales
+from ordersync_pipeline.forecast.sales import DailySales, daily_sales_of, sale_lines
 from ordersync_pipeline.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -93,9 +93,10 @@ def run_daily_sales(warehouse: Warehouse, shop_ids: Sequence[str], day: date, cf
                     first: date | None = None) -> DailySales:
     """Rebuild daily_sales over the history window of ``day`` (of ``first`` to ``day`` for a range)."""
     start, end = history_window(first or day, cfg)[0], day
-    lines = store.read_order_lines(warehouse, shop_ids, start=start, end=end)
+    # Reduced chunk by chunk: the raw lines of a large shop's window never sit in memory at once.
+    lines, excluded = sale_lines(store.iter_order_lines(warehouse, shop_ids, start=start, end=end))
     refunds = store.read_refunds(warehouse, shop_ids, start=start, end=end)
-    sales = build_daily_sales(lines, refunds, start=start, end=end)
+    sales = daily_sales_of(lines, excluded, refunds, start=start, end=end)
     store.replace_daily_sales(warehouse, shop_ids, sales.frame, start=start, end=end)
     return sales
 

@@ -65,6 +65,8 @@ OUTPUT_COLUMNS = ("shop_id", "sku_key", "day", "units_gross", "units_net", "reve
                   "orders", "promo_day")
 
 PromoCalendar = Iterable[date] | Mapping[str, Iterable[date]]
+# Column types of an empty read (forecast/store.py): times aware, money float yuan.
+_EMPTY_DTYPES = {"pay_time": "datetime64[ns, UTC]", "payment": "float64"}
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,35 @@ def build_daily_sales(order_lines: pd.DataFrame, refunds: pd.DataFrame | None = 
     known (gross equals net). ``promo_calendar`` is a list of days for every shop, or a mapping
     shop_id -> days.
     """
-    require_columns(order_lines, LINE_COLUMNS, "order_lines")
-    lines, excluded = _sale_lines(order_lines)
+    return daily_sales_of(*sale_lines(order_lines), refunds, start=start, end=end,
+                          promo_calendar=promo_calendar, promo_factor=promo_factor)
+
+
+def sale_lines(order_lines: pd.DataFrame | Iterable[pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The lines that are sales (shop, oid, tid, SKU key, day, units, fen) and the counts of the rest by
+    reason, from one frame of order lines or from chunks of them. Each chunk is reduced as it comes, so
+    only the reduced lines of the whole window are held at once, never the raw ones (a line's
+    classification is its own; an oid is one row of trade_orders, so it never spans chunks)."""
+    chunks = [order_lines] if isinstance(order_lines, pd.DataFrame) else order_lines
+    parts: list[pd.DataFrame] = []
+    excluded: dict[str, int] = {}
+    for chunk in chunks:
+        require_columns(chunk, LINE_COLUMNS, "order_lines")
+        lines, counts = _sale_lines(chunk)
+        parts.append(lines)
+        for reason, n in counts.items():
+            excluded[reason] = excluded.get(reason, 0) + n
+    if not parts:  # no chunk at all: the reduction of an empty frame gives the columns and reasons
+        return _sale_lines(pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, object)) for c in LINE_COLUMNS}))
+    return (pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]), excluded
+
+
+def daily_sales_of(lines: pd.DataFrame, excluded: dict[str, int], refunds: pd.DataFrame | None = None, *,
+                   start: date | None = None, end: date | None = None,
+                   promo_calendar: PromoCalendar | None = None,
+                   promo_factor: float = PROMO_FACTOR) -> DailySales:
+    """``build_daily_sales`` from lines already reduced by ``sale_lines``."""
+    excluded = dict(excluded)
     refund_rows, ignored = _refund_rows(refunds, lines)
     lo = _day_number(start) if start is not None else _min_day(lines["day"], refund_rows["day"])
     hi = _day_number(end) if end is not None else _max_day(lines["day"], refund_rows["day"])

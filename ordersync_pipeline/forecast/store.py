@@ -9,7 +9,7 @@ The ``refunds`` table belongs to the refunds stream: while a warehouse has none,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,7 +24,7 @@ from ordersync_pipeline.warehouse.tables import (INVENTORY_LATEST_VIEW, daily_sa
                                                  inventory_snapshots, metadata, replenishment_suggestions,
                                                  sales_forecast, trade_orders, trades)
 
-__all__ = ["read_order_lines", "read_presale_lines", "read_refunds", "read_daily_sales", "read_forecast",
+__all__ = ["read_order_lines", "iter_order_lines", "read_presale_lines", "read_refunds", "read_daily_sales", "read_forecast",
            "read_inventory", "read_freezes", "read_suggestions", "replace_freezes", "replace_daily_sales",
            "replace_forecast", "replace_suggestions", "REFUND_LOOKBACK_DAYS"]
 
@@ -63,12 +63,23 @@ def _bulk_frame(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]], w
     ``keys.to_fen`` gets the same fen on every backend). Rows are converted in chunks so only one chunk's
     driver objects live at a time.
     """
+    parts = list(_bulk_frames(warehouse, select, where, source, times=times, money=money))
+    if not parts:
+        names = [c.name for c in select]
+        return pd.DataFrame({n: pd.Series(dtype="datetime64[ns, UTC]" if n in times else
+                                          "float64" if n in money else object) for n in names})
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def _bulk_frames(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]],
+                 where: Sequence[sa.ColumnElement[bool]], source: sa.FromClause, *,
+                 times: Sequence[str] = (), money: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+    """``_bulk_frame``'s rows, one frame of at most ``CHUNK_ROWS`` rows at a time (none when empty)."""
     raw = set(times) | set(money)
     columns = [sa.type_coerce(c, sa.types.NullType()).label(c.name) if c.name in raw else c for c in select]
     query = sa.select(*columns).select_from(source).where(*where)
     names = [c.name for c in select]
     fen = warehouse.engine.dialect.name == "sqlite"  # Money is stored as integer fen there
-    parts: list[pd.DataFrame] = []
     with warehouse.engine.connect() as conn:
         result = conn.execute(query)
         for rows in result.partitions(CHUNK_ROWS):
@@ -83,11 +94,7 @@ def _bulk_frame(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]], w
                     data[name] = amounts / 100 if fen else amounts
                 else:  # text becomes pandas' str dtype (Arrow-backed): compact whatever repeats
                     data[name] = pd.Series(values)
-            parts.append(pd.DataFrame(data, columns=names))
-    if not parts:
-        return pd.DataFrame({n: pd.Series(dtype="datetime64[ns, UTC]" if n in times else
-                                          "float64" if n in money else object) for n in names})
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+            yield pd.DataFrame(data, columns=names)
 
 
 def _day_start(day: date) -> datetime:
@@ -103,6 +110,18 @@ def read_order_lines(warehouse: Warehouse, shop_ids: Sequence[str], *, start: da
                                                 trades.c.pay_time >= since, trades.c.pay_time < until],
                        trade_orders.join(trades, trades.c.tid == trade_orders.c.tid),
                        times=("pay_time",), money=("payment",))
+
+
+def iter_order_lines(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date,
+                     end: date) -> Iterator[pd.DataFrame]:
+    """``read_order_lines``' rows a chunk at a time, so a caller can reduce each chunk as it comes: the
+    whole window's lines of a large shop are over a GB as one frame (1M trades: 1.8M lines)."""
+    since = _day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS))
+    until = _day_start(end + timedelta(days=1))
+    return _bulk_frames(warehouse, SALE_SELECT, [trade_orders.c.shop_id.in_(list(shop_ids)),
+                                                 trades.c.pay_time >= since, trades.c.pay_time < until],
+                        trade_orders.join(trades, trades.c.tid == trade_orders.c.tid),
+                        times=("pay_time",), money=("payment",))
 
 
 def read_presale_lines(warehouse: Warehouse, shop_ids: Sequence[str]) -> pd.DataFrame:
