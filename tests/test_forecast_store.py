@@ -91,3 +91,20 @@ def test_sale_lines_of_no_chunks_is_empty_with_its_columns() -> None:
     lines, excluded = sale_lines(iter([]))
     assert lines.empty and {"shop_id", "oid", "sku_key", "day", "num", "fen"} <= set(lines.columns)
     assert excluded.get("unpaid", 0) == 0
+
+
+def test_the_lines_are_streamed_from_a_server_side_cursor_not_buffered_whole(pg_url: str) -> None:
+    """A plain execute made psycopg buffer every line of the window before the first chunk (~630 MB at
+    1M trades); the reader streams them."""
+    import sqlalchemy as sa
+
+    from ordersync_pipeline.warehouse.connect import open_warehouse
+
+    wh = open_warehouse(pg_url, store_receiver_pii=False)
+    cursors: list[str] = []
+    sa.event.listen(wh.engine, "before_cursor_execute",
+                    lambda conn, cursor, statement, *rest: cursors.append(type(cursor).__name__)
+                    if "trade_orders" in statement else None)
+    list(store.iter_order_lines(wh, [SHOP], start=date(2026, 11, 20), end=date(2026, 11, 22)))
+    assert cursors and all(name == "ServerCursor" for name in cursors), cursors
+    wh.engine.dispose()

@@ -81,7 +81,9 @@ def _bulk_frames(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]],
     names = [c.name for c in select]
     fen = warehouse.engine.dialect.name == "sqlite"  # Money is stored as integer fen there
     with warehouse.engine.connect() as conn:
-        result = conn.execute(query)
+        # Streamed CHUNK_ROWS at a time (a server-side cursor on PostgreSQL and MariaDB): a plain
+        # execute buffers the whole result in the driver first, ~630 MB for a 1M-trade shop's window.
+        result = conn.execution_options(yield_per=CHUNK_ROWS).execute(query)
         for rows in result.partitions(CHUNK_ROWS):
             by_column = list(zip(*rows))
             del rows
