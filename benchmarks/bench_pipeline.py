@@ -81,6 +81,13 @@ class _TreeRss:
         return total, pss
 
 
+def _machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (every process, PostgreSQL's included), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a live process (from /proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -182,7 +189,7 @@ def main() -> None:
 
         threading.Thread(target=trace, daemon=True).start()
     profiler = cProfile.Profile() if args.profile else None
-    started = time.perf_counter()
+    started, machine_before = time.perf_counter(), _machine_cpu_s()
     if profiler:
         profiler.enable()
     report = run_sync(load_settings(config_path), echo=lambda line: print(line, flush=True), show_progress=False)
@@ -190,6 +197,7 @@ def main() -> None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     wall = time.perf_counter() - started
+    machine_busy = _machine_cpu_s() - machine_before
     tree.stop()
 
     engine = sa.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}")
@@ -246,7 +254,10 @@ def main() -> None:
         # the loader processes it spawned, and of the simulator; PostgreSQL's own is not counted.
         "cpu_s": {"pipeline": round(own.ru_utime + own.ru_stime, 1),
                   "loader_processes": round(loaders.ru_utime + loaders.ru_stime, 1),
-                  "simulator": round(sim_cpu, 1)},
+                  "simulator": round(sim_cpu, 1),
+                  # Everything busy on the machine during the sync (PostgreSQL included; on a quiet
+                  # machine the rest is PostgreSQL's share).
+                  "machine_during_sync": round(machine_busy, 1)},
         "load_avg_at_end": os.getloadavg(),
         "peak_rss_mb_simulator": round(sim_rss),
     }
