@@ -9,7 +9,7 @@ The ``refunds`` table belongs to the refunds stream: while a warehouse has none,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -63,23 +63,25 @@ def _bulk_frame(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]], w
     ``keys.to_fen`` gets the same fen on every backend). Rows are converted in chunks so only one chunk's
     driver objects live at a time.
     """
-    parts = list(_bulk_frames(warehouse, select, where, source, times=times, money=money))
-    if not parts:
-        names = [c.name for c in select]
-        return pd.DataFrame({n: pd.Series(dtype="datetime64[ns, UTC]" if n in times else
-                                          "float64" if n in money else object) for n in names})
+    return _concat(_bulk_frames(warehouse, select, where, source, times=times, money=money))
+
+
+def _concat(chunks: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    parts = list(chunks)
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
 def _bulk_frames(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]],
                  where: Sequence[sa.ColumnElement[bool]], source: sa.FromClause, *,
                  times: Sequence[str] = (), money: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
-    """``_bulk_frame``'s rows, one frame of at most ``CHUNK_ROWS`` rows at a time (none when empty)."""
+    """``_bulk_frame``'s rows, one frame of at most ``CHUNK_ROWS`` rows at a time (one empty frame with
+    the columns' types when there is no row)."""
     raw = set(times) | set(money)
     columns = [sa.type_coerce(c, sa.types.NullType()).label(c.name) if c.name in raw else c for c in select]
     query = sa.select(*columns).select_from(source).where(*where)
     names = [c.name for c in select]
     fen = warehouse.engine.dialect.name == "sqlite"  # Money is stored as integer fen there
+    empty = True
     with warehouse.engine.connect() as conn:
         # Streamed CHUNK_ROWS at a time (a server-side cursor on PostgreSQL and MariaDB): a plain
         # execute buffers the whole result in the driver first, ~630 MB for a 1M-trade shop's window.
@@ -97,6 +99,10 @@ def _bulk_frames(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]],
                 else:  # text becomes pandas' str dtype (Arrow-backed): compact whatever repeats
                     data[name] = pd.Series(values)
             yield pd.DataFrame(data, columns=names)
+            empty = False
+    if empty:
+        yield pd.DataFrame({n: pd.Series(dtype="datetime64[ns, UTC]" if n in times else
+                                         "float64" if n in money else object) for n in names})
 
 
 def _day_start(day: date) -> datetime:
@@ -106,12 +112,7 @@ def _day_start(day: date) -> datetime:
 def read_order_lines(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, end: date) -> pd.DataFrame:
     """Order lines (sales.py ``LINE_COLUMNS``: the line's ids, ``num``, ``payment`` as float yuan, and its
     trade's status/type/step status/``pay_time``), paid within ``[start - lookback, end]`` (Shanghai days)."""
-    since = _day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS))
-    until = _day_start(end + timedelta(days=1))
-    return _bulk_frame(warehouse, SALE_SELECT, [trade_orders.c.shop_id.in_(list(shop_ids)),
-                                                trades.c.pay_time >= since, trades.c.pay_time < until],
-                       trade_orders.join(trades, trades.c.tid == trade_orders.c.tid),
-                       times=("pay_time",), money=("payment",))
+    return _concat(iter_order_lines(warehouse, shop_ids, start=start, end=end))
 
 
 def iter_order_lines(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date,
