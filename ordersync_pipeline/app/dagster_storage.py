@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,7 +50,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines: OrderedDict[str, sa.Engine] = OrderedDict()
         self._engines_lock = threading.Lock()
-        self._present: set[str] = set()   # tables and secondary indexes known to exist
+        self._present: set[str] = set()   # tables, data migrations and columns known to exist
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -81,29 +81,23 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     # there, stays: positive answers are remembered, negative ones asked again.
 
     def has_table(self, table_name: str) -> bool:
-        if table_name in self._present:
-            return True
-        found = super().has_table(table_name)
-        if found:
-            self._present.add(table_name)
-        return found
+        return self._remembered(table_name, lambda: super(PooledSqliteEventLogStorage, self).has_table(table_name))
 
     def has_secondary_index(self, name: str) -> bool:
-        memo = f"secondary index {name}"
-        if memo in self._present:
-            return True
-        found = super().has_secondary_index(name)
-        if found:
-            self._present.add(memo)
-        return found
+        return self._remembered(f"secondary index {name}",
+                                lambda: super(PooledSqliteEventLogStorage, self).has_secondary_index(name))
 
     def _has_asset_key_col_on_connection(self, conn: sa.Connection, column_name: str) -> bool:
-        memo = f"asset_keys.{column_name}"
-        if memo in self._present:
+        return self._remembered(f"asset_keys.{column_name}", lambda: bool(
+            super(PooledSqliteEventLogStorage, self)._has_asset_key_col_on_connection(conn, column_name)))
+
+    def _remembered(self, what: str, ask: Callable[[], bool]) -> bool:
+        """True once ``what`` has been found present; until then ``ask`` the database each time."""
+        if what in self._present:
             return True
-        found: bool = super()._has_asset_key_col_on_connection(conn, column_name)
+        found = ask()
         if found:
-            self._present.add(memo)
+            self._present.add(what)
         return found
 
     @contextmanager
