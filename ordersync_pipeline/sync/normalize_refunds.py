@@ -117,6 +117,12 @@ def _record_key(record: Any) -> str | None:
     return escape_unstorable(str(refund_id)[:64])
 
 
+def _quarantined(record: Any, key: str | None, reason: str, *, shop_id: str, source: str,
+                 at: datetime) -> dict[str, Any]:
+    return {"quarantined_at": at, "source": source, "shop_id": shop_id, "record_key": key, "reason": reason,
+            "payload": payload_json(record)}
+
+
 def normalize_refunds(shop_id: str, items: Sequence[Mapping[str, Any]], *, synced_at: datetime,
                       fetched_at: datetime, source: str) -> Batch:
     """Validate and type one page's refunds; bad records become quarantine rows instead of raising.
@@ -135,18 +141,16 @@ def normalize_refunds(shop_id: str, items: Sequence[Mapping[str, Any]], *, synce
             refusal = refusal_of(record)
             if refusal is not None:
                 key = _record_key(record)
-                quarantine.append({"quarantined_at": synced_at, "source": source, "shop_id": shop_id,
-                                   "record_key": key, "reason": refusal.reason("refund", key),
-                                   "payload": payload_json(without_refusal(record))})
+                quarantine.append(_quarantined(without_refusal(record), key, refusal.reason("refund", key),
+                                               shop_id=shop_id, source=source, at=synced_at))
                 continue
             if refund_incomplete(record):
                 continue  # completed by refund.get on the same partition (module docstring)
             row = _row(record, shop_id, synced_at, fetched_at, latest)
         except Invalid as exc:
             key = _record_key(record)
-            quarantine.append({"quarantined_at": synced_at, "source": source, "shop_id": shop_id,
-                               "record_key": key, "reason": f"refund {key or '?'}: {exc}",
-                               "payload": payload_json(record)})
+            quarantine.append(_quarantined(record, key, f"refund {key or '?'}: {exc}",
+                                           shop_id=shop_id, source=source, at=synced_at))
             continue
         held = by_id.get(row["refund_id"])
         if held is None or held["modified"] <= row["modified"]:
