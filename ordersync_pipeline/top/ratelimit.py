@@ -235,6 +235,11 @@ class LocalRateBudget(_BlockingBudget):
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
+            # Every API call commits here twice. With WAL, NORMAL commits without waiting for the disk:
+            # under a load's write traffic a fsync per commit cost the fetch threads ~3 ms a call. A
+            # power loss can roll back the last few takes (a bucket a little fuller than it should be,
+            # which the platform's own limit answers with a ban that is recorded again); never corrupt.
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("CREATE TABLE IF NOT EXISTS rate_buckets (key TEXT PRIMARY KEY, "
                          "tokens REAL NOT NULL, updated REAL NOT NULL, banned_until REAL NOT NULL)")
             self._conn, self._pid = conn, os.getpid()
@@ -274,9 +279,12 @@ class LocalRateBudget(_BlockingBudget):
         self._update(key, change)
 
     def ban_remaining(self, key: str) -> float:
-        """Seconds left on ``key``'s ban (0.0 when not banned)."""
-        return self._update(key, lambda state, now: (
-            None, max(0.0, state.banned_until - now) if state else 0.0))
+        """Seconds left on ``key``'s ban (0.0 when not banned). A plain read: it changes nothing, so it
+        takes no write lock (WAL readers see the last committed state without waiting for writers)."""
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT banned_until FROM rate_buckets WHERE key = ?", (key,)).fetchone()
+            return max(0.0, row[0] - self._clock()) if row else 0.0
 
     def __repr__(self) -> str:
         return f"LocalRateBudget(path={str(self.path)!r}, per_minute={self.limits.per_minute})"
