@@ -25,13 +25,13 @@ anything else                  transient: a transient-looking bug costs a few bo
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import ValidationError
 
-from ordersync_pipeline.config import ConfigError, format_validation_error
 from ordersync_pipeline.sync.lake import LakeError
 from ordersync_pipeline.sync.windows import BeyondHorizon
 from ordersync_pipeline.top.errors import TopError
@@ -60,27 +60,51 @@ def _db_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and is_transient_db_error(exc)
 
 
-# (type, transient?) in priority order; the first exception in the chain matching a type decides.
-_RULES: list[tuple[type[BaseException], Callable[[BaseException], bool]]] = [
-    (TopError, _top_retryable),
-    (ConfigError, _never),
-    (ValidationError, _never),
-    (WarehouseError, _warehouse_transient),
-    (sa.exc.DBAPIError, _db_transient),
-    (LakeError, _never),
-    (BeyondHorizon, _never),
-    (PermissionError, _never),
-    (NotADirectoryError, _never),
-    (IsADirectoryError, _never),
-]
-KNOWN_ERRORS: tuple[type[BaseException], ...] = tuple(cls for cls, _ in _RULES)
+Rule = tuple[type[BaseException], Callable[[BaseException], bool]]
+
+
+@functools.cache
+def _rules() -> list[Rule]:
+    """(type, transient?) in priority order; the first exception in the chain matching a type decides.
+
+    Built on first use, not at import: the sync runner imports this module, and its loader processes
+    (which never classify a failure) would otherwise import pydantic and the configuration models,
+    ~20 MB of memory each."""
+    from pydantic import ValidationError
+
+    from ordersync_pipeline.config import ConfigError
+
+    return [
+        (TopError, _top_retryable),
+        (ConfigError, _never),
+        (ValidationError, _never),
+        (WarehouseError, _warehouse_transient),
+        (sa.exc.DBAPIError, _db_transient),
+        (LakeError, _never),
+        (BeyondHorizon, _never),
+        (PermissionError, _never),
+        (NotADirectoryError, _never),
+        (IsADirectoryError, _never),
+    ]
+
+
+@functools.cache
+def _known_errors() -> tuple[type[BaseException], ...]:
+    return tuple(cls for cls, _ in _rules())
+
+
+def __getattr__(name: str) -> Any:
+    # ``KNOWN_ERRORS`` stays a module attribute, computed when first asked for (see ``_rules``).
+    if name == "KNOWN_ERRORS":
+        return _known_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_transient(exc: BaseException) -> bool:
     """True when waiting and retrying may help; False when only a fix (configuration, credentials,
     data) can. Unknown exceptions count as transient."""
     cause = cause_of(exc)
-    for cls, transient in _RULES:
+    for cls, transient in _rules():
         if isinstance(cause, cls):
             return transient(cause)
     # An interrupt or exit is not a failure to retry.
@@ -89,13 +113,17 @@ def is_transient(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """One secret-free line naming the underlying cause."""
+    from pydantic import ValidationError
+
+    from ordersync_pipeline.config import format_validation_error
+
     cause = cause_of(exc)
     if isinstance(cause, ValidationError):
         text = f"{cause.title}: {format_validation_error(cause)}"
     elif isinstance(cause, sa.exc.DBAPIError):
         # SQLAlchemy's own text adds the statement and its parameters (buyer data).
         text = f"database error: {describe_db_error(cause)}"
-    elif isinstance(cause, KNOWN_ERRORS):
+    elif isinstance(cause, _known_errors()):
         text = str(cause) or type(cause).__name__
     else:
         text = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
@@ -105,7 +133,8 @@ def describe(exc: BaseException) -> str:
 def cause_of(exc: BaseException) -> BaseException:
     """The first exception of ``exc``'s cause chain that a rule knows, else the innermost one."""
     chain = list(_chain(exc))
-    return next((e for e in chain if isinstance(e, KNOWN_ERRORS)), chain[-1])
+    known = _known_errors()
+    return next((e for e in chain if isinstance(e, known)), chain[-1])
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ordersync_pipeline.failures import describe, is_transient
 from ordersync_pipeline.sync.lake import LakeManifest, PageLake
@@ -48,10 +48,13 @@ from ordersync_pipeline.sync.windows import (
     clip_to_horizon,
 )
 from ordersync_pipeline.timeutil import now as utc_now
-from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.top.pages import Page
 from ordersync_pipeline.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    # Annotations only: loader processes import this module and never call the API.
+    from ordersync_pipeline.top.client import TopClient
 
 __all__ = ["PartitionTask", "PartitionOutcome", "SyncRunner", "RunnerSettings", "lake_dataset",
            "PAGES_PER_FLUSH", "coalesce", "COALESCED_KINDS"]
@@ -173,7 +176,7 @@ class _TaskCalls:
         self._ledger.record(call)
 
 
-ClientFactory = Callable[[Any], TopClient]   # recorder -> a new client reporting its calls to it
+ClientFactory = Callable[[Any], "TopClient"]   # recorder -> a new client reporting its calls to it
 SessionLookup = Callable[[str], str]         # shop_id -> session key (raises ConfigError when unusable)
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ordersync_pipeline.sync import normalize, normalize_inventory, normalize_refunds
 from ordersync_pipeline.sync.stream import (KINDS, Batch, DetailApi, ListCall, Snapshot, Stream, StreamAssets,
                                             StreamName)
 from ordersync_pipeline.sync.windows import Window
 from ordersync_pipeline.top import paging
-from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.errors import MalformedResponseError
 from ordersync_pipeline.top.pages import ITEMS, REFUNDS, SKUS, TRADES, Page
+
+if TYPE_CHECKING:
+    # Annotations only: loader processes look streams up by name and never call the API.
+    from ordersync_pipeline.top.client import TopClient
 
 __all__ = ["STREAMS", "KINDS", "stream", "stream_names", "StreamName", "TRADE_FIELDS", "TRADES_STREAM",
            "REFUNDS_STREAM", "SNAPSHOTS", "snapshot"]

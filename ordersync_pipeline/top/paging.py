@@ -22,14 +22,18 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ordersync_pipeline.timeutil import now as utc_now
 from ordersync_pipeline.timeutil import require_aware
-from ordersync_pipeline.top.client import TopClient, TopResponse
 from ordersync_pipeline.top.envelope import unwrap_trade
 from ordersync_pipeline.top.errors import MalformedResponseError, UnstableWindowError
 from ordersync_pipeline.top.pages import ITEMS, REFUNDS, SKUS, TRADES, ListShape, Page, list_from_response
+
+if TYPE_CHECKING:
+    # Annotations only: the HTTP client (requests, urllib3) is not needed to split windows or to
+    # read the lake, so loader processes never import it.
+    from ordersync_pipeline.top.client import TopClient, TopResponse
 
 __all__ = ["ALL_TRADE_TYPES", "SOLD_GET", "INCREMENT_GET", "REFUNDS_RECEIVE_GET", "REFUND_GET",
            "FULLINFO_GET", "MAX_PAGE_SIZE", "MAX_INCREMENT_SPAN", "ListApi", "TRADES_SOLD", "TRADES_INCREMENT",

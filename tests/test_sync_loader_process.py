@@ -1,0 +1,84 @@
+"""Loader processes: what they import (each module is memory in every loader) and that partitions loaded
+in them land as in-process loads do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ordersync_pipeline.sync import runner as runner_module
+from ordersync_pipeline.sync.lake import PageLake
+from ordersync_pipeline.sync.runner import PartitionTask, RunnerSettings, SyncRunner
+from ordersync_pipeline.sync.streams import stream
+from ordersync_pipeline.sync.windows import Window
+from ordersync_pipeline.top.pages import TRADES, Page, parse_list_body
+from ordersync_pipeline.warehouse.connect import open_warehouse
+
+SAMPLES = Path(__file__).parent / "data" / "top-samples"
+START = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+KEYS = ("2026-11-26-10:00", "2026-11-26-10:15")
+
+# Modules a loader never uses: migrations (alembic, mako, pygments), the API client (requests, urllib3),
+# the configuration models (pydantic, yaml), the orchestrator, frames. Together ~25 MB in each loader.
+OFF_THE_LOAD_PATH = ("alembic", "mako", "requests", "urllib3", "pydantic", "yaml", "ordersync_pipeline.config",
+                     "ordersync_pipeline.top.client", "dagster", "pandas")
+
+
+def _window(key: str) -> Window:
+    start = START.replace(minute=15 * KEYS.index(key))
+    return Window(start, start.replace(minute=start.minute + 15))
+
+
+def _lake(root: Path) -> PageLake:
+    body = (SAMPLES / "trades_sold_increment_get_has_next.json").read_bytes()
+    method = "taobao.trades.sold.increment.get"
+    items, total, has_next = parse_list_body(body, TRADES, method=method)
+    lake = PageLake(root)
+    for key in KEYS:
+        window = _window(key)
+        page = Page(shop_id="shop-1", method=method, window_start=window.start, window_end=window.end,
+                    page_no=1, page_size=100, request_id=f"r-{key}", fetched_at=window.end, body=body,
+                    items=items, total_results=total, has_next=has_next)
+        lake.write_partition(shop_id="shop-1", stream="trades.increment", partition_key=key, pages=iter([page]))
+    return lake
+
+
+def test_a_loader_process_imports_only_what_loading_needs(tmp_path: Path, pg_url: str) -> None:
+    """A fresh interpreter loads a partition as a loader process does (the runner module, then the
+    worker entry point), and none of the modules off the load path is imported on the way."""
+    open_warehouse(pg_url).dispose()  # migrated here: loaders never migrate
+    lake = _lake(tmp_path)
+    code = "\n".join([
+        "import sys",
+        "from ordersync_pipeline.sync import runner",
+        f"figures = runner._load_in_worker('trades', 'increment', 'shop-1', {KEYS[0]!r}, {lake.url!r}, "
+        f"{pg_url!r}, None, False)",
+        "assert figures.records > 0, figures",
+        f"loaded = sorted(m for m in {OFF_THE_LOAD_PATH!r} if m in sys.modules)",
+        "assert not loaded, f'imported by a load: {loaded}'",
+    ])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_partitions_loaded_in_loader_processes_land_in_the_warehouse(tmp_path: Path, pg_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "PARALLEL_LOAD_MIN_RECORDS", 0)  # processes however small the run
+    warehouse = open_warehouse(pg_url)
+    lake = _lake(tmp_path)
+    tasks = [PartitionTask(stream=stream("trades"), kind="increment", shop_id="shop-1", partition_key=key,
+                           window=_window(key)) for key in KEYS]
+    runner = SyncRunner(lake=lake, warehouse=warehouse, run_id="run-1", settings=RunnerSettings(load_workers=2))
+    outcomes = list(runner.run(tasks, from_lake=True))
+    assert [o.error for o in outcomes] == [None, None]
+    assert all(o.records > 0 and o.rows["trades"] > 0 for o in outcomes)
+    with warehouse.engine.connect() as conn:
+        trades = conn.execute(sa.text("select count(*) from trades")).scalar_one()
+        windows = conn.execute(sa.text("select partition_key from sync_windows order by 1")).scalars().all()
+    assert trades == outcomes[0].rows["trades"] and list(windows) == list(KEYS)
+    warehouse.dispose()
