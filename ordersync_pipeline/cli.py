@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from ordersync_pipeline.config import ENV_CONFIG, ConfigError
+from ordersync_pipeline.envvars import ENV_CONFIG
 
 
 def _operator_errors() -> tuple[type[BaseException], ...]:
@@ -31,6 +31,7 @@ def _operator_errors() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
     from ordersync_pipeline.app.dev import PortBusy
+    from ordersync_pipeline.config import ConfigError
     from ordersync_pipeline.app.instance import SyncBusy
     from ordersync_pipeline.sync.lake import LakeError
     from ordersync_pipeline.top.errors import TopError

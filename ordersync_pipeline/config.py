@@ -29,17 +29,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from ordersync_pipeline.envvars import ENV_ALERT_WEBHOOK_FORMAT as ENV_ALERT_WEBHOOK_FORMAT
+from ordersync_pipeline.envvars import ENV_ALERT_WEBHOOK_URL as ENV_ALERT_WEBHOOK_URL
+from ordersync_pipeline.envvars import ENV_CONFIG as ENV_CONFIG
+from ordersync_pipeline.envvars import ENV_HOME as ENV_HOME
+from ordersync_pipeline.envvars import ENV_LAKE_URL as ENV_LAKE_URL
+from ordersync_pipeline.envvars import ENV_REDIS_URL as ENV_REDIS_URL
+from ordersync_pipeline.envvars import ENV_UI_URL as ENV_UI_URL
+from ordersync_pipeline.envvars import ENV_WAREHOUSE_URL as ENV_WAREHOUSE_URL
 from ordersync_pipeline.timeutil import parse_local_time
 from ordersync_pipeline.top.signing import SIGN_METHODS
 
-ENV_WAREHOUSE_URL = "ORDERSYNC_WAREHOUSE_URL"
-ENV_HOME = "ORDERSYNC_HOME"
-ENV_REDIS_URL = "ORDERSYNC_REDIS_URL"
-ENV_CONFIG = "ORDERSYNC_CONFIG"
-ENV_ALERT_WEBHOOK_URL = "ORDERSYNC_ALERT_WEBHOOK_URL"
-ENV_ALERT_WEBHOOK_FORMAT = "ORDERSYNC_ALERT_WEBHOOK_FORMAT"
-ENV_UI_URL = "ORDERSYNC_UI_URL"
-ENV_LAKE_URL = "ORDERSYNC_LAKE_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 # Payload shapes an alert webhook can be sent in (ordersync_pipeline/alerts/webhook.py builds them).
 WebhookFormat = Literal["dingtalk", "wecom", "slack", "json"]

@@ -49,20 +49,29 @@ def _lake(root: Path) -> PageLake:
 
 
 def test_a_loader_process_imports_only_what_loading_needs(tmp_path: Path, pg_url: str) -> None:
-    """A fresh interpreter loads a partition as a loader process does (the runner module, then the
-    worker entry point), and none of the modules off the load path is imported on the way."""
+    """A loader process spawned as ``ordersync sync`` spawns it loads a partition, and none of the
+    modules off the load path is imported on the way. The parent is a script importing the CLI as the
+    console script does: a spawned process imports the parent's main module again."""
     open_warehouse(pg_url).dispose()  # migrated here: loaders never migrate
     lake = _lake(tmp_path)
-    code = "\n".join([
-        "import sys",
-        "from ordersync_pipeline.sync import runner",
-        f"figures = runner._load_in_worker('trades', 'increment', 'shop-1', {KEYS[0]!r}, {lake.url!r}, "
-        f"{pg_url!r}, None, False)",
-        "assert figures.records > 0, figures",
-        f"loaded = sorted(m for m in {OFF_THE_LOAD_PATH!r} if m in sys.modules)",
-        "assert not loaded, f'imported by a load: {loaded}'",
-    ])
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    script = tmp_path / "ordersync_like.py"
+    check = f"sorted(m for m in {OFF_THE_LOAD_PATH!r} if m in __import__('sys').modules)"
+    script.write_text("\n".join([
+        "from ordersync_pipeline.cli import main  # the console script's one import",
+        "",
+        "if __name__ == '__main__':",
+        "    import multiprocessing",
+        "    from concurrent.futures import ProcessPoolExecutor",
+        "    from ordersync_pipeline.sync import runner",
+        "    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:",
+        f"        figures = pool.submit(runner._load_in_worker, 'trades', 'increment', 'shop-1', {KEYS[0]!r},",
+        f"                              {lake.url!r}, {pg_url!r}, None, False).result()",
+        "        assert figures.records > 0, figures",
+        "        # eval runs in the loader process, where the load above ran",
+        f"        loaded = pool.submit(eval, {check!r}).result()",
+        "    assert not loaded, f'imported by a loader process: {loaded}'",
+    ]) + "\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
