@@ -47,6 +47,10 @@ _ID_MAX: Final = 2**63 - 1            # BIGINT
 _NUM_MAX: Final = 2**31 - 1           # INTEGER quantity
 _CENT: Final = Decimal("0.01")
 _CACHE_LIMIT: Final = 65_536          # bounded caches: cleared wholesale when full
+# Times repeat far less than amounts (a 200k-trade lake: 23 % of time fields hit a 65,536-entry cache,
+# 22 % a 4,096-entry one; amounts hit 99 % and have ~15k distinct values). The larger time cache only
+# held ~10 MB more in every loader process (its keys pin pieces of parsed pages).
+_TIME_CACHE_LIMIT: Final = 4_096
 
 # Plausible ``modified``: clocks disagree by seconds, not a day; nothing on Taobao predates its launch.
 MODIFIED_FUTURE_TOLERANCE: Final = timedelta(days=1)
@@ -119,7 +123,7 @@ def time(value: Any, name: str) -> datetime | None:
             parsed = datetime.fromisoformat(value).replace(tzinfo=GMT8)
         except ValueError:
             raise Invalid(f"field {name!r} = {show(value)} is not a valid time") from None
-        if len(_time_cache) >= _CACHE_LIMIT:
+        if len(_time_cache) >= _TIME_CACHE_LIMIT:
             _time_cache.clear()
         _time_cache[value] = parsed
         return parsed
