@@ -136,6 +136,8 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
             per_shop[shop].append(day)
         shop_days = {shop: ShopDays(warehouse=warehouse, lake=lake, timeline=timeline, shop_id=shop, days=days,
                                     checks=checks) for shop, days in per_shop.items()}
+        # Most days have no open gap alert: one read here instead of a resolve transaction per day and stream.
+        open_gaps = {(alert.shop_id, alert.key) for alert in alerts.open_alerts(GAP_ALERT)}
         with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as recorder:
             client = top.client(recorder)
             try:
@@ -161,7 +163,7 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
                         failures.append(f"{shop} {day_key}: {describe(exc)}")
                         context.log.warning(f"reconciliation of {shop} {day_key} failed: {describe(exc)}")
                         continue
-                    _alert(alerts, shop, outcomes)
+                    _alert(alerts, shop, outcomes, open_gaps)
                     yield from _report(multi_key(shop, day_key), outcomes, results, recorder.total - calls)
             finally:
                 client.close()
@@ -173,17 +175,22 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
     return reconciliation
 
 
-def _alert(alerts: Alerts, shop: str, outcomes: Sequence[DayOutcome]) -> None:
+def _alert(alerts: Alerts, shop: str, outcomes: Sequence[DayOutcome], open_gaps: set[tuple[str | None, str]]) -> None:
+    """Open the gap alert of each stream's day that has a gap, resolve the open ones of those that have none.
+    ``open_gaps``: the (shop, key) of open gap alerts, kept up to date here (one opened by another
+    process since it was read is resolved by the day's next reconciliation)."""
     for outcome in outcomes:
         row, left = outcome.result, outcome.remaining
         key = f"{row.stream}:{row.day.isoformat()}"
         if row.gap:
+            open_gaps.add((shop, key))
             alerts.open(GAP_ALERT, shop_id=shop, key=key, message=(
                 f"shop {shop} {row.stream} {row.day.isoformat()}: still {len(left.missing) + len(left.unseen)} missing, "
                 f"{len(left.stale)} stale and {len(left.extra)} unexpected after re-fetching {row.refetched_count} "
                 f"(platform {row.platform_count}, warehouse {row.warehouse_count}). Look at the quarantine "
                 f"table for these records, then re-run daily_reconciliation for {shop}|{row.day.isoformat()}."))
-        else:
+        elif (shop, key) in open_gaps:
+            open_gaps.discard((shop, key))
             alerts.resolve(GAP_ALERT, shop_id=shop, key=key)
 
 
