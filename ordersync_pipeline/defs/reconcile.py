@@ -160,6 +160,7 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
                         save_days(warehouse, [outcome.result for outcome in outcomes])
                         results = asked.quality(day)
                     except Exception as exc:  # noqa: BLE001 - this shop-day's failure alone
+                        asked.changed()  # it may have failed after a re-fetch loaded some records
                         failures.append(f"{shop} {day_key}: {describe(exc)}")
                         context.log.warning(f"reconciliation of {shop} {day_key} failed: {describe(exc)}")
                         continue
