@@ -65,7 +65,9 @@ def test_a_missing_executor_extra_is_one_clear_error(monkeypatch: pytest.MonkeyP
         build_executor(executor)  # type: ignore[arg-type]
 
 
-def test_definitions_use_the_configured_executor_and_shard_size(tmp_path: Path) -> None:
+def test_definitions_use_the_configured_executor_and_shard_size(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "dagster_celery", raising=False)  # another test may have loaded it
     settings = Settings.for_config(parse_config(_config(executor="multiprocess", max_shops_per_run=2)),
                                    home=tmp_path)
     defs = build_definitions(settings)
