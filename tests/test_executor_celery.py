@@ -24,6 +24,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import redis
 import sqlalchemy as sa
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -149,3 +150,7 @@ def test_a_sync_run_on_the_celery_executor_runs_its_step_in_the_worker_and_lands
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+        client = redis.Redis.from_url(REDIS)
+        for key in client.scan_iter(match=f"{prefix}*"):  # the queue, its bindings, the task results
+            client.delete(key)
+        client.close()
