@@ -1,7 +1,8 @@
 """A reconciliation's per-day questions asked once for many days answer what each day asked alone does, on
 every backend: the stored counts (boundaries, other shops, days not adjacent), the quality checks' counts
 (clean days named, days with violations left to their own query), the synced range of any day, and
-``ShopDays`` asking once for the days left and again, narrowly, after a re-fetch changed the warehouse."""
+``ShopDays`` asking once for the days left and again, narrowly, after a re-fetch changed the warehouse; a
+day's streams saved in one delete and one insert."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ordersync_pipeline.reconcile import quality
 from ordersync_pipeline.reconcile.batch import ShopDays
 from ordersync_pipeline.reconcile.daily import day_checks
 from ordersync_pipeline.reconcile.gaps import SyncedRange, synced_until
+from ordersync_pipeline.reconcile.records import DayResult, read_days, save_days
 from ordersync_pipeline.sync.lake import PageLake
 from ordersync_pipeline.sync.streams import stream
 from ordersync_pipeline.sync.windows import Timeline, Window, day_window
@@ -199,3 +201,19 @@ def test_reading_the_loaded_days_in_one_query_keeps_the_query_count_flat(wh: War
     wh.counts_between("trades", shop_id="shop-1", column="created", spans=[(w.start, w.end) for w in WINDOWS])
     sql_checks = [name for name in quality.check_names() if name != "status_transitions_valid"]
     assert len(statements) == len(sql_checks) + 1       # each SQL check once, then the counts once
+
+
+def test_saving_a_days_streams_replaces_their_rows_in_one_delete_and_one_insert(wh: Warehouse) -> None:
+    def row(stream_name: str, status: str, day: date = DAYS[0]) -> DayResult:
+        return DayResult(shop_id="shop-1", stream=stream_name, day=day, platform_count=1, warehouse_count=1,
+                         missing_count=0, stale_count=0, extra_count=0, refetched_count=0, pending_count=0,
+                         status=status, checked_at=NOW)
+
+    save_days(wh, [row("trades", "gap"), row("refunds", "ok"), row("trades", "gap", DAYS[1])])
+    statements: list[str] = []
+    sa.event.listen(wh.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    save_days(wh, [row("trades", "gap"), row("refunds", "repaired"), row("trades", "repaired")])  # last one wins
+    assert len([s for s in statements if s.lstrip().upper().startswith(("DELETE", "INSERT"))]) == 2
+    assert [(d.day, d.stream, d.status) for d in read_days(wh, shop_ids=["shop-1"])] == [
+        (DAYS[0], "refunds", "repaired"), (DAYS[0], "trades", "repaired"), (DAYS[1], "trades", "gap")]
+    save_days(wh, [])
