@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -37,7 +36,7 @@ from ordersync_pipeline.sync.windows import BeyondHorizon
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.warehouse.connect import WarehouseError, describe_db_error, is_transient_db_error
 
-__all__ = ["is_transient", "describe", "cause_of", "one_line", "KNOWN_ERRORS"]
+__all__ = ["is_transient", "describe", "cause_of", "one_line", "known_errors"]
 
 _MAX_CHARS = 500
 # How deep to follow a cause chain (a cycle is possible in principle).
@@ -89,15 +88,9 @@ def _rules() -> list[Rule]:
 
 
 @functools.cache
-def _known_errors() -> tuple[type[BaseException], ...]:
+def known_errors() -> tuple[type[BaseException], ...]:
+    """The exception types the rules know (was the constant ``KNOWN_ERRORS``; see ``_rules``)."""
     return tuple(cls for cls, _ in _rules())
-
-
-def __getattr__(name: str) -> Any:
-    # ``KNOWN_ERRORS`` stays a module attribute, computed when first asked for (see ``_rules``).
-    if name == "KNOWN_ERRORS":
-        return _known_errors()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -123,7 +116,7 @@ def describe(exc: BaseException) -> str:
     elif isinstance(cause, sa.exc.DBAPIError):
         # SQLAlchemy's own text adds the statement and its parameters (buyer data).
         text = f"database error: {describe_db_error(cause)}"
-    elif isinstance(cause, _known_errors()):
+    elif isinstance(cause, known_errors()):
         text = str(cause) or type(cause).__name__
     else:
         text = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
@@ -133,7 +126,7 @@ def describe(exc: BaseException) -> str:
 def cause_of(exc: BaseException) -> BaseException:
     """The first exception of ``exc``'s cause chain that a rule knows, else the innermost one."""
     chain = list(_chain(exc))
-    known = _known_errors()
+    known = known_errors()
     return next((e for e in chain if isinstance(e, known)), chain[-1])
 
 
