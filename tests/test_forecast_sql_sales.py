@@ -73,7 +73,7 @@ def _world() -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, 
         # "B2" and "B2 " are one key to pandas (ids are stripped), two tuples to SQL
         _trade("2026-11-17 11:00:00", _line(outer="B2"), _line(outer="B2 ")),
         # an id of a lone tab: a key to SQL's TRIM, none to pandas; the trade's only line
-        _trade("2026-11-17 12:00:00", _line("\t", pay="4.00")),
+        _trade("2026-11-19 12:00:00", _line("\t", pay="4.00")),
     ]
     refunds_a = [
         _refund(near_midnight, 0, "5.00", "2026-11-21 08:00:00"),      # partial: 1 of 2 units
@@ -90,6 +90,8 @@ def _world() -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, 
     shop_b = [_trade(f"2026-11-{d:02d} 15:00:00", _line("S1", num_iid=21, pay="8.00")) for d in range(10, 21)]
     shop_b += [_trade("2026-11-21 15:00:00", _line("S1", num_iid=21, pay="8.00"), _line("S9", num_iid=22))
                for _ in range(4)]
+    # trades whose only line has a tab for an id are no paid trades to pandas: no promotion on the 20th
+    shop_b += [_trade("2026-11-20 16:00:00", _line("\t")) for _ in range(2)]
     refunds_b = [_refund(shop_b[0], 0, "8.00", "2026-11-21 12:00:00")]
     shop_c = [_trade("2026-11-20 10:00:00", _line("S1", num_iid=31))]  # not asked for
     return {"shop-a": shop_a, "shop-b": shop_b, "shop-c": shop_c}, {"shop-a": refunds_a, "shop-b": refunds_b}
@@ -138,7 +140,7 @@ def test_sales_grouped_in_the_warehouse_equal_the_pandas_reduction_of_the_whole_
     assert frame.loc[("shop-a", "sku:S1", date(2026, 11, 20)), "units_gross"] == 2
     assert frame.loc[("shop-a", "sku:S1", date(2026, 11, 12)), "units_net"] == -2  # 20 of 30 yuan: 2 of 3
     assert got.lines_excluded == {"duplicate_oid": 0, "closed_unpaid": 1, "presale_balance_unpaid": 1, "unpaid": 2,
-                                  "no_sku_key": 2, "outside_window": 1}
+                                  "no_sku_key": 4, "outside_window": 1}
     assert got.refunds_ignored == {"not_success": 1, "no_modified": 0, "not_a_counted_sale": 2, "outside_window": 0}
     assert got.promo_days["shop-b"] == [date(2026, 11, 21)]
     assert "shop-c" not in set(got.frame["shop_id"])

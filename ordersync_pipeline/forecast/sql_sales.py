@@ -34,7 +34,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from ordersync_pipeline.forecast.keys import id_text, sku_keys
+from ordersync_pipeline.forecast.keys import sku_keys
 from ordersync_pipeline.forecast.sales import (BALANCE_PAID, CLOSED_UNPAID, PROMO_FACTOR, UNPAID_STATUSES,
                                                DailySales, PromoCalendar, daily_sales_from_groups, refund_rows_of,
                                                sale_lines)
@@ -46,8 +46,6 @@ __all__ = ["daily_sales_in_warehouse"]
 
 _IDS = ("num_iid", "sku_id", "outer_iid", "outer_sku_id")
 _SALE, _BEFORE = "sale", "before_window"
-# sales.py's exclusion reasons in its order (the run metadata lists them so).
-_REASONS = ("duplicate_oid", "closed_unpaid", "presale_balance_unpaid", "unpaid", "no_sku_key", "outside_window")
 _PAIRS_PER_QUERY = 200  # shop-days recomputed per query: bounds the statement's size
 
 
@@ -108,10 +106,10 @@ def daily_sales_in_warehouse(warehouse: Warehouse, shop_ids: Sequence[str], *, s
     the database: same frame, exclusion counts and refund counts."""
     lo, hi = _day_number(start), _day_number(end)
     groups = _line_groups(warehouse, shop_ids, start=start, end=end)
-    excluded, counted = _classify(groups)
+    excluded, counted, disagree = _classify(groups)
     gross = _gross(counted)
     per_day = _shop_trades(warehouse, shop_ids, start=start, end=end)
-    pairs = _uncertain_shop_days(counted, gross)
+    pairs = _uncertain_shop_days(counted, disagree)
     if pairs:
         gross, per_day = _recount(warehouse, pairs, gross, per_day)
     refund_rows, ignored = _refunds(warehouse, shop_ids, start=start, end=end)
@@ -182,8 +180,8 @@ def _line_groups(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, 
     return pd.DataFrame({
         "shop_id": pd.Series([_text(v) for v in by_column["shop_id"]], dtype="string"),
         "reason": pd.Series([_text(v) for v in by_column["reason"]], dtype="string"),
-        # built as the bulk reader builds them (ints with None -> float64), so keys.py sees the same input
-        "num_iid": pd.Series(list(by_column["num_iid"]), dtype=None if rows else object),
+        # object, not float64 (ints with None): keys.py's text of an id must not depend on a float's 53 bits
+        "num_iid": pd.Series(list(by_column["num_iid"]), dtype=object),
         **{c: pd.Series([_text(v) for v in by_column[c]], dtype=object) for c in _IDS[1:]},
         "day": pd.Series(list(by_column["day"]), dtype="Int64"),
         **{c: pd.Series([int(v or 0) for v in by_column[c]], dtype="int64")
@@ -192,19 +190,22 @@ def _line_groups(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, 
                          dtype="int64")})
 
 
-def _classify(groups: pd.DataFrame) -> tuple[dict[str, int], pd.DataFrame]:
-    """sales.py's exclusion counts and the counted groups inside the window, with their ``sku_key``."""
+def _classify(groups: pd.DataFrame) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame]:
+    """sales.py's exclusion counts; the counted groups inside the window, with their ``sku_key``; and the
+    (shop_id, day) of sales in the window that SQL and keys.py key differently (whitespace ids)."""
     lines_of = groups.groupby("reason")["lines"].sum()
     keyed = groups[groups["reason"].isin([_SALE, _BEFORE])]
     keyed = keyed.assign(sku_key=sku_keys(keyed))
     no_key = keyed["sku_key"].isna()
+    # sales.py's reasons in its order (the run metadata lists them so)
     counts = {"duplicate_oid": 0,  # oid is trade_orders' primary key
               **{r: int(lines_of.get(r, 0)) for r in ("closed_unpaid", "presale_balance_unpaid", "unpaid")},
               "no_sku_key": int(keyed.loc[no_key, "lines"].sum()),
               "outside_window": int(keyed.loc[~no_key & (keyed["reason"] == _BEFORE), "lines"].sum())}
-    assert tuple(counts) == _REASONS
-    counted = keyed[~no_key & (keyed["reason"] == _SALE)].astype({"day": "int64", "sku_key": "string"})
-    return counts, counted.reset_index(drop=True)
+    inside = keyed["reason"] == _SALE
+    counted = keyed[~no_key & inside].astype({"day": "int64", "sku_key": "string"})
+    disagree = keyed.loc[inside & (no_key == (keyed["sql_key"] == 1)), ["shop_id", "day"]].astype({"day": "int64"})
+    return counts, counted.reset_index(drop=True), disagree
 
 
 def _gross(counted: pd.DataFrame) -> pd.DataFrame:
@@ -228,12 +229,12 @@ def _shop_trades(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, 
         {"shop_id": "string", "day": "int64", "trades": "int64"})
 
 
-def _uncertain_shop_days(counted: pd.DataFrame, gross: pd.DataFrame) -> list[tuple[str, int]]:
-    """Shop-days whose distinct trade counts the groups cannot give exactly (module docstring)."""
+def _uncertain_shop_days(counted: pd.DataFrame, disagree: pd.DataFrame) -> list[tuple[str, int]]:
+    """Shop-days whose distinct trade counts the groups cannot give exactly (module docstring): two raw
+    id tuples with one key, or a line SQL and keys.py key differently."""
     parts = counted.groupby(["shop_id", "sku_key", "day"], sort=False).size()
     merged = parts[parts > 1].reset_index()[["shop_id", "day"]]
-    mismatch = counted.loc[counted["sql_key"] == 0, ["shop_id", "day"]]
-    both = pd.concat([merged, mismatch]).drop_duplicates()
+    both = pd.concat([merged, disagree]).drop_duplicates()
     return sorted((str(s), int(d)) for s, d in zip(both["shop_id"], both["day"]))
 
 
@@ -252,7 +253,7 @@ def _recount(warehouse: Warehouse, pairs: list[tuple[str, int]], gross: pd.DataF
                  .select_from(_lines_source()).where(which, _is_sale()))
         with warehouse.engine.connect() as conn:
             parts += [tuple(_text(v) for v in r) for r in conn.execute(query)]
-    lines = pd.DataFrame(parts, columns=["shop_id", "tid", *_IDS, "day"])
+    lines = pd.DataFrame(parts, columns=["shop_id", "tid", *_IDS, "day"], dtype=object)
     lines = lines.assign(sku_key=sku_keys(lines), shop_id=lines["shop_id"].astype("string"),
                          day=lines["day"].astype("int64"))
     wanted = pd.MultiIndex.from_tuples(pairs, names=["shop_id", "day"])
