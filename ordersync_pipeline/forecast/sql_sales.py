@@ -45,7 +45,7 @@ from ordersync_pipeline.warehouse.tables import metadata, trade_orders, trades
 __all__ = ["daily_sales_in_warehouse"]
 
 _IDS = ("num_iid", "sku_id", "outer_iid", "outer_sku_id")
-_SALE, _BEFORE = "sale", "before_window"
+_SALE = "sale"
 _PAIRS_PER_QUERY = 200  # shop-days recomputed per query: bounds the statement's size
 
 
@@ -106,7 +106,7 @@ def daily_sales_in_warehouse(warehouse: Warehouse, shop_ids: Sequence[str], *, s
     the database: same frame, exclusion counts and refund counts."""
     lo, hi = _day_number(start), _day_number(end)
     groups = _line_groups(warehouse, shop_ids, start=start, end=end)
-    excluded, counted, disagree = _classify(groups)
+    excluded, counted, disagree = _classify(groups, lo)
     gross = _gross(counted)
     per_day = _shop_trades(warehouse, shop_ids, start=start, end=end)
     pairs = _uncertain_shop_days(counted, disagree)
@@ -149,30 +149,23 @@ def _line_window(shop_ids: Sequence[str], since: Any, until: Any) -> list[sa.Col
 
 
 def _line_groups(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, end: date) -> pd.DataFrame:
-    """The lines paid in ``[start - lookback, end]`` grouped: sales inside the window by shop, raw ids and
-    day; sales before it (refunds may reach them; only counted here) by shop and raw ids; the rest by
-    shop and reason."""
-    since, first, until = (_day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS)), _day_start(start),
-                           _day_start(end + timedelta(days=1)))
-    reason = sa.case(*_sale_rule_whens(), (trades.c.pay_time < first, _BEFORE), else_=_SALE)
+    """The lines paid in ``[start - lookback, end]`` (refunds in the window may reach sales before it)
+    grouped by shop, reason (``sale`` or sales.py's exclusion), raw ids and day."""
+    since, until = _day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS)), _day_start(end + timedelta(days=1))
+    # Grouped on columns of a subquery: grouped on expressions with bound values, PostgreSQL would take the
+    # SELECT's and the GROUP BY's parameters for different expressions.
     lines = sa.select(
         _Exact(trade_orders.c.shop_id).label("shop_id"), trade_orders.c.tid, trade_orders.c.num,
-        sa.type_coerce(trade_orders.c.payment, sa.types.NullType()).label("payment"), reason.label("reason"),
+        sa.type_coerce(trade_orders.c.payment, sa.types.NullType()).label("payment"),
+        sa.case(*_sale_rule_whens(), else_=_SALE).label("reason"),
         trade_orders.c.num_iid, *(_Exact(trade_orders.c[c]).label(c) for c in _IDS[1:]),
         _ShanghaiDay(trades.c.pay_time).label("day"), sa.case((_key_in_sql(), 1), else_=0).label("sql_key"),
     ).select_from(_lines_source()).where(*_line_window(shop_ids, since, until)).subquery("lines")
-    # Ids only where the reason needs them, the day only for sales in the window, computed a level below
-    # the GROUP BY: grouped on expressions with bound values, PostgreSQL would see the SELECT's and the
-    # GROUP BY's parameters as different expressions.
-    keyed = lines.c.reason.in_([_SALE, _BEFORE])
-    shaped = sa.select(lines.c.shop_id, lines.c.reason, lines.c.tid, lines.c.num, lines.c.payment, lines.c.sql_key,
-                       *(sa.case((keyed, lines.c[c])).label(c) for c in _IDS),
-                       sa.case((lines.c.reason == _SALE, lines.c.day)).label("day")).subquery("shaped")
-    group_cols = [shaped.c.shop_id, shaped.c.reason, *(shaped.c[c] for c in _IDS), shaped.c.day]
-    query = sa.select(*group_cols, sa.func.count().label("lines"), sa.func.sum(shaped.c.num).label("units"),
-                      sa.func.sum(shaped.c.payment).label("payment"),
-                      sa.func.count(sa.distinct(shaped.c.tid)).label("trades"),
-                      sa.func.max(shaped.c.sql_key).label("sql_key")).group_by(*group_cols)
+    group_cols = [lines.c.shop_id, lines.c.reason, *(lines.c[c] for c in _IDS), lines.c.day]
+    query = sa.select(*group_cols, sa.func.count().label("lines"), sa.func.sum(lines.c.num).label("units"),
+                      sa.func.sum(lines.c.payment).label("payment"),
+                      sa.func.count(sa.distinct(lines.c.tid)).label("trades"),
+                      sa.func.max(lines.c.sql_key).label("sql_key")).group_by(*group_cols)
     with warehouse.engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(query)]
     names = ["shop_id", "reason", *_IDS, "day", "lines", "units", "payment", "trades", "sql_key"]
@@ -190,21 +183,21 @@ def _line_groups(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, 
                          dtype="int64")})
 
 
-def _classify(groups: pd.DataFrame) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame]:
-    """sales.py's exclusion counts; the counted groups inside the window, with their ``sku_key``; and the
-    (shop_id, day) of sales in the window that SQL and keys.py key differently (whitespace ids)."""
+def _classify(groups: pd.DataFrame, lo: int) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame]:
+    """sales.py's exclusion counts; the counted groups inside the window (from day ``lo``), with their
+    ``sku_key``; and the (shop_id, day) of sales in the window that SQL and keys.py key differently."""
     lines_of = groups.groupby("reason")["lines"].sum()
-    keyed = groups[groups["reason"].isin([_SALE, _BEFORE])]
-    keyed = keyed.assign(sku_key=sku_keys(keyed))
-    no_key = keyed["sku_key"].isna()
+    sales = groups[groups["reason"] == _SALE]
+    sales = sales.assign(sku_key=sku_keys(sales))
+    no_key = sales["sku_key"].isna()
+    inside = sales["day"] >= lo
     # sales.py's reasons in its order (the run metadata lists them so)
     counts = {"duplicate_oid": 0,  # oid is trade_orders' primary key
               **{r: int(lines_of.get(r, 0)) for r in ("closed_unpaid", "presale_balance_unpaid", "unpaid")},
-              "no_sku_key": int(keyed.loc[no_key, "lines"].sum()),
-              "outside_window": int(keyed.loc[~no_key & (keyed["reason"] == _BEFORE), "lines"].sum())}
-    inside = keyed["reason"] == _SALE
-    counted = keyed[~no_key & inside].astype({"day": "int64", "sku_key": "string"})
-    disagree = keyed.loc[inside & (no_key == (keyed["sql_key"] == 1)), ["shop_id", "day"]].astype({"day": "int64"})
+              "no_sku_key": int(sales.loc[no_key, "lines"].sum()),
+              "outside_window": int(sales.loc[~no_key & ~inside, "lines"].sum())}
+    counted = sales[~no_key & inside].astype({"day": "int64", "sku_key": "string"})
+    disagree = sales.loc[inside & (no_key == (sales["sql_key"] == 1)), ["shop_id", "day"]].astype({"day": "int64"})
     return counts, counted.reset_index(drop=True), disagree
 
 
