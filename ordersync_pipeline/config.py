@@ -214,8 +214,10 @@ class OrchestrationSettings(BaseModel):
     executor: Executor = "in_process"
     # Shops per run launched by the increment schedule and the gap sensor: one run per tick covers
     # every shop's window, sharded into runs of at most this many shops (each partition still
-    # succeeds or fails on its own).
-    max_shops_per_run: int = Field(default=100, ge=1, le=10_000)
+    # succeeds or fails on its own). Each run the daemon launches is a new Python process (~2 CPU-s of
+    # imports and definitions) while a shop's window costs ~55 CPU-ms in the run, so the default keeps
+    # a few hundred shops in one run: 200 shops' tick is one process, not two (benchmarks/bench_tick.py).
+    max_shops_per_run: int = Field(default=500, ge=1, le=10_000)
     # The raw page lake: a local folder, file:///path, or a pyarrow file system URL (s3://, gs://,
     # hdfs://, ...) that every process of a run can reach. ORDERSYNC_LAKE_URL overrides it; the default
     # is ORDERSYNC_HOME/lake.

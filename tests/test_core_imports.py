@@ -1,5 +1,6 @@
 """The core (client, simulator, sync logic, warehouse, forecast) must not load Dagster."""
 
+import os
 import subprocess
 import sys
 
@@ -44,4 +45,23 @@ def test_cli_help_is_instant_and_dagster_free() -> None:
             "assert 'sync' in r.output and 'demo' in r.output and 'simulator' in r.output; "
             "assert 'dagster' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_loading_the_definitions_leaves_pandas_and_statsforecast_to_the_forecast_run(tmp_path) -> None:
+    """Every process that loads the code (each run the daemon launches, the webserver, the daemon, every
+    ``ordersync sync``) builds the definitions; most runs are syncs, which need neither pandas nor
+    statsforecast (~1 CPU-second of imports a process). The forecast assets import them when they run."""
+    code = ("import sys; from ordersync_pipeline.defs import build_definitions; "
+            "from ordersync_pipeline.settings import load_settings; "
+            "repo = build_definitions(load_settings()).get_repository_def(); "
+            "assert repo.get_all_jobs(); "
+            "loaded = [m for m in ('pandas', 'statsforecast') if m in sys.modules]; "
+            "assert not loaded, loaded")
+    (tmp_path / "ordersync.yaml").write_text(
+        'gateway: http://127.0.0.1:9/router/rest\napp_key: "12345678"\napp_secret: not-a-secret\n'
+        "shops:\n  - {shop_id: one, seller_nick: one, session: s1}\n  - {shop_id: two, seller_nick: two, session: s2}\n")
+    env = {**os.environ, "ORDERSYNC_HOME": str(tmp_path)}
+    env.pop("ORDERSYNC_CONFIG", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -28,7 +28,7 @@ def _config(**orchestration: object) -> dict[str, object]:
 def test_defaults_are_in_process_100_shops_and_the_home_lake(tmp_path: Path) -> None:
     config = parse_config(_config())
     assert config.orchestration.executor == "in_process"
-    assert config.orchestration.max_shops_per_run == 100
+    assert config.orchestration.max_shops_per_run == 500
     assert lake_url(config, {"ORDERSYNC_HOME": str(tmp_path)}) == str(tmp_path / "lake")
     assert build_executor(config.orchestration.executor) is dg.in_process_executor
     assert build_executor("multiprocess") is dg.multiprocess_executor
@@ -65,7 +65,9 @@ def test_a_missing_executor_extra_is_one_clear_error(monkeypatch: pytest.MonkeyP
         build_executor(executor)  # type: ignore[arg-type]
 
 
-def test_definitions_use_the_configured_executor_and_shard_size(tmp_path: Path) -> None:
+def test_definitions_use_the_configured_executor_and_shard_size(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "dagster_celery", raising=False)  # another test may have loaded it
     settings = Settings.for_config(parse_config(_config(executor="multiprocess", max_shops_per_run=2)),
                                    home=tmp_path)
     defs = build_definitions(settings)

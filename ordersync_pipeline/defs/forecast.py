@@ -16,14 +16,13 @@ sync/snapshot.py, their jobs and schedules.
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from ordersync_pipeline.defs.metadata import asset_spec_metadata, table_kinds
 from ordersync_pipeline.defs.reconcile import previous_day
-from ordersync_pipeline.forecast import daily as run
-from ordersync_pipeline.forecast.backtest import Backtest
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.lake import PageLake
 from ordersync_pipeline.sync.snapshot import take_snapshots
@@ -33,6 +32,9 @@ from ordersync_pipeline.sync.windows import DAY_KEY_FORMAT, Timeline
 from ordersync_pipeline.top.gateway import Gateway
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.recorder import WarehouseCallRecorder
+
+if TYPE_CHECKING:
+    from ordersync_pipeline.forecast.backtest import Backtest
 
 __all__ = ["ForecastDefs", "build_forecast", "INVENTORY_JOB", "INVENTORY_SCHEDULE", "FORECAST_JOB",
            "FORECAST_SCHEDULE", "BACKTEST_CHECK", "FREEZE_ASSET", "SALES_ASSET", "FORECAST_ASSET",
@@ -49,6 +51,15 @@ FORECAST_ASSET = "sales_forecast"
 SUGGESTIONS_ASSET = "replenishment_suggestions"
 GROUP = "forecast"
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+
+def _forecast() -> ModuleType:
+    """forecast/daily.py, imported when a forecast asset runs, not when the definitions load: it brings
+    pandas and statsforecast (~1 CPU-second of imports) into every process that loads the code (each
+    run the daemon launches, the webserver, the daemon itself), and most runs are syncs."""
+    from ordersync_pipeline.forecast import daily
+
+    return daily
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,7 @@ def _freeze_asset(settings: Settings) -> dg.AssetsDefinition:
                   "paid; open while the balance is unpaid, released on balance paid, forfeit or close. Rebuilt "
                   "from the warehouse's own trades on every run (forecast/freeze.py)."))
     def inventory_freeze(warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult[Any]:
-        result = run.rebuild_freezes(warehouse, shop_ids)
+        result = _forecast().rebuild_freezes(warehouse, shop_ids)
         return dg.MaterializeResult(metadata={"rows": result.rows, "dagster/row_count": result.rows,
                                               "open_lines": result.open_lines, "frozen_units": result.frozen_units})
 
@@ -151,7 +162,7 @@ def _daily_sales_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -
                     warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult[Any]:
         days = _days(context)
         day = days[-1]  # one rebuild covers the range: the history window of the first day to the last
-        sales = run.run_daily_sales(warehouse, shop_ids, day, cfg, first=days[0])
+        sales = _forecast().run_daily_sales(warehouse, shop_ids, day, cfg, first=days[0])
         frame = sales.frame
         on_day = frame[frame["day"] == day] if len(frame) else frame
         return dg.MaterializeResult(metadata={
@@ -187,7 +198,7 @@ def _forecast_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -> d
                        ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = _days(context)
         for day in days:  # a range is one run; the metadata and the check are the newest day's
-            result = run.run_sales_forecast(warehouse, shop_ids, day, cfg)
+            result = _forecast().run_sales_forecast(warehouse, shop_ids, day, cfg)
         yield dg.MaterializeResult(metadata={
             "as_of": day.isoformat(), "days_in_run": len(days), "rows": result.rows, "dagster/row_count": result.rows,
             "skus_by_model": ", ".join(f"{k}: {v}" for k, v in sorted(result.models.items())) or "none",
@@ -211,10 +222,10 @@ def _notes_table(notes: dict[tuple[str, str], str], limit: int = 50) -> str:
 
 
 def backtest_check(daily: Any, day: date) -> dg.AssetCheckResult:
-    backtest = run.backtest_day(daily, day)
+    backtest = _forecast().backtest_day(daily, day)
     if backtest is None:
         return dg.AssetCheckResult(check_name=BACKTEST_CHECK, passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   description=(f"not evaluated: fewer than {run.MIN_BACKTEST_DAYS} days of sales "
+                                   description=(f"not evaluated: fewer than {_forecast().MIN_BACKTEST_DAYS} days of sales "
                                                 f"history up to {day} (or none at all) to backtest four weeks"))
     figures = backtest_figures(backtest)
     # Both perfect (a series that repeats its week exactly) counts as not beaten.
@@ -226,7 +237,7 @@ def backtest_check(daily: Any, day: date) -> dg.AssetCheckResult:
                      f"interval coverage {figures['coverage']:.0%}"))
 
 
-def backtest_figures(backtest: Backtest) -> dict[str, float]:
+def backtest_figures(backtest: "Backtest") -> dict[str, float]:
     """WAPE and bias per method, the improvement over seasonal naive and the interval coverage."""
     out: dict[str, float] = {}
     for method in ("model", "seasonal_naive", "moving_average"):
@@ -256,7 +267,7 @@ def _suggestions_asset(settings: Settings, days: dg.DailyPartitionsDefinition) -
                                   warehouse: dg.ResourceParam[Warehouse]) -> dg.MaterializeResult[Any]:
         days = _days(context)
         for day in days:  # a range is one run; the metadata is the newest day's
-            result = run.run_suggestions(warehouse, shop_ids, day, cfg, reports / day.isoformat())
+            result = _forecast().run_suggestions(warehouse, shop_ids, day, cfg, reports / day.isoformat())
         frame = result.frame
         ordering = frame[frame["suggested_qty"] > 0]
         return dg.MaterializeResult(metadata={
