@@ -1,7 +1,8 @@
 """The page lake on pyarrow file systems (a file:// URL, an in-memory SubTreeFileSystem standing in for an
 object store: data first, manifest last, no half-written partition readable, the previous version's file
 removed after publish, orphans swept), and partitions sharing one data file (write_shared: each reads back
-exactly its own records and the detail answers completing them)."""
+exactly its own records and the detail answers completing them); a directory listing answering as
+has_partition does, opening only the manifests it lists."""
 
 from __future__ import annotations
 
@@ -150,3 +151,50 @@ def test_shared_pages_read_back_as_each_partitions_own_records(tmp_path: Path, m
     alone = list_page([{"tid": 9, "modified": _top(0)}])
     write(lake, "a", [alone])
     assert read(lake, "a") == [alone] and len(read(lake, "b")) == 3
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local", "object-store"])
+def test_a_listing_answers_as_has_partition_from_one_directory_read(
+        tmp_path: Path, local: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if local:
+        lake, fs = PageLake(tmp_path), pafs.LocalFileSystem()
+    else:
+        lake, store = memory_lake()
+        fs = pafs.SubTreeFileSystem("bucket", store)               # where the lake's paths are
+    page = list_page([{"tid": 1, "modified": _top(5)}])
+    for key in ("whole", "short", "gone", "broken"):
+        write(lake, key, [page])
+    lake.write_shared(shop_id="shop-1", stream="trades.increment", pages=iter([page]),
+                      selections=_selections([("a", 0, 30), ("b", 30, 60)]))
+
+    def path_of(key: str) -> str:
+        return str(lake.manifest(shop_id="shop-1", stream="trades.increment", partition_key=key).path)
+
+    with fs.open_output_stream(path_of("short")) as handle:      # not the size its manifest records
+        handle.write(b"PAR1")
+    fs.delete_file(path_of("gone"))                               # a manifest naming no file
+    manifest = lake.manifest_path(shop_id="shop-1", stream="trades.increment", partition_key="broken")
+    with fs.open_output_stream(str(manifest)) as handle:          # a manifest that does not parse
+        handle.write(b"{not json")
+
+    def has(key: str) -> bool:
+        return lake.has_partition(shop_id="shop-1", stream="trades.increment", partition_key=key)
+
+    keys = ["never", "whole", "a", "short", "b", "gone", "a/../whole"]
+    listing = lake.listing(shop_id="shop-1", stream="trades.increment")
+    assert list(listing.published(keys)) == [key for key in keys if has(key)] == ["whole", "a", "b"]
+    with pytest.raises(orjson.JSONDecodeError):                   # as has_partition raises
+        has("broken")
+    with pytest.raises(orjson.JSONDecodeError):
+        list(listing.published(["whole", "broken"]))
+    # Only a listed manifest is opened: the absent keys cost nothing after the one directory read.
+    opened: list[str] = []
+    manifest_of = PageLake.manifest
+    monkeypatch.setattr(PageLake, "manifest",
+                        lambda self, **kw: opened.append(kw["partition_key"]) or manifest_of(self, **kw))
+    assert list(listing.published([f"2026-11-26-{h:02d}:{m:02d}" for h in range(24) for m in (0, 15, 30, 45)]
+                                  + ["whole"])) == ["whole"] and opened == ["whole"]
+    # A listing is a snapshot; a directory that does not exist lists nothing.
+    write(lake, "later", [page])
+    assert list(listing.published(["later"])) == [] and has("later")
+    assert list(lake.listing(shop_id="shop-9", stream="trades.increment").published(["whole"])) == []

@@ -2,7 +2,8 @@
 its job and morning schedule, and the degraded full pull the breaker launches.
 
 Thin: the work is ``reconcile/`` (plain Python). Each shop-day partition is materialised on its own with
-its figures per stream, and evaluates:
+its figures per stream (the warehouse's side of a run's days is read once per shop: reconcile/batch.py),
+and evaluates:
 
 * ``no_reconciliation_gap`` (ERROR): fails while a gap survives the re-fetch, passes once repaired; the
   gap opens a ``reconciliation_gap`` alert, which the next passing evaluation resolves;
@@ -15,6 +16,7 @@ fails with a message saying so.
 
 
 import warnings
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -30,11 +32,11 @@ from ordersync_pipeline.failures import describe
 from ordersync_pipeline.reconcile import quality
 from ordersync_pipeline.reconcile.daily import DayOutcome, day_checks, reconcile_day
 from ordersync_pipeline.reconcile.fullpull import degraded_streams, full_pull, full_pull_window
-from ordersync_pipeline.reconcile.gaps import synced_until
+from ordersync_pipeline.reconcile.batch import ShopDays
 from ordersync_pipeline.reconcile.records import save_days
 from ordersync_pipeline.settings import Settings
 from ordersync_pipeline.sync.lake import PageLake
-from ordersync_pipeline.sync.windows import DAY_KEY_FORMAT, Timeline, day_window
+from ordersync_pipeline.sync.windows import DAY_KEY_FORMAT, Timeline
 from ordersync_pipeline.timeutil import SHANGHAI
 from ordersync_pipeline.top.gateway import Gateway
 from ordersync_pipeline.warehouse import Warehouse
@@ -127,31 +129,42 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
                        ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
         alerts = Alerts.from_settings(settings, warehouse)
         failures: list[str] = []
+        keys = [(shop, day_key, date.fromisoformat(day_key))
+                for shop, day_key in map(split_key, context.partition_keys)]
+        per_shop: dict[str, list[date]] = defaultdict(list)
+        for shop, _, day in keys:
+            per_shop[shop].append(day)
+        shop_days = {shop: ShopDays(warehouse=warehouse, lake=lake, timeline=timeline, shop_id=shop, days=days,
+                                    checks=checks) for shop, days in per_shop.items()}
+        # Most days have no open gap alert: one read here instead of a resolve transaction per day and stream.
+        open_gaps = {(alert.shop_id, alert.key) for alert in alerts.open_alerts(GAP_ALERT)}
         with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as recorder:
             client = top.client(recorder)
             try:
-                for key in context.partition_keys:
-                    shop, day_key = split_key(key)
-                    day = date.fromisoformat(day_key)
+                for shop, day_key, day in keys:
                     calls = recorder.total
+                    asked = shop_days[shop]
                     try:
                         now = settings.clock()
-                        outcomes = [reconcile_day(client=client, warehouse=warehouse, stream=stream, check=check,
-                                                  shop_id=shop, session=top.session(shop), day=day,
-                                                  run_id=context.run.run_id,
-                                                  always_list=monitoring.reconcile_always_list, now=now,
-                                                  synced_until=synced_until(
-                                                      warehouse, timeline, stream=stream.name, shop_id=shop,
-                                                      since=day_window(day).start, now=now))
-                                    for stream, check in checks]
+                        outcomes = []
+                        for stream, check in checks:
+                            outcome = reconcile_day(client=client, warehouse=warehouse, stream=stream, check=check,
+                                                    shop_id=shop, session=top.session(shop), day=day,
+                                                    run_id=context.run.run_id,
+                                                    always_list=monitoring.reconcile_always_list, now=now,
+                                                    synced_until=asked.synced_until(stream, day, now=now),
+                                                    stored_count=asked.stored_count(stream, day))
+                            if outcome.result.refetched_count:
+                                asked.changed()
+                            outcomes.append(outcome)
                         save_days(warehouse, [outcome.result for outcome in outcomes])
-                        results = quality.run_all(warehouse, lake, shop, day_window(day),
-                                                  increment_minutes=timeline.increment_minutes)
+                        results = asked.quality(day)
                     except Exception as exc:  # noqa: BLE001 - this shop-day's failure alone
+                        asked.changed()  # it may have failed after a re-fetch loaded some records
                         failures.append(f"{shop} {day_key}: {describe(exc)}")
                         context.log.warning(f"reconciliation of {shop} {day_key} failed: {describe(exc)}")
                         continue
-                    _alert(alerts, shop, outcomes)
+                    _alert(alerts, shop, outcomes, open_gaps)
                     yield from _report(multi_key(shop, day_key), outcomes, results, recorder.total - calls)
             finally:
                 client.close()
@@ -163,17 +176,22 @@ def _reconciliation_asset(settings: Settings, timeline: Timeline,
     return reconciliation
 
 
-def _alert(alerts: Alerts, shop: str, outcomes: Sequence[DayOutcome]) -> None:
+def _alert(alerts: Alerts, shop: str, outcomes: Sequence[DayOutcome], open_gaps: set[tuple[str | None, str]]) -> None:
+    """Open the gap alert of each stream's day that has a gap, resolve the open ones of those that have none.
+    ``open_gaps``: the (shop, key) of open gap alerts, kept up to date here (one opened by another
+    process since it was read is resolved by the day's next reconciliation)."""
     for outcome in outcomes:
         row, left = outcome.result, outcome.remaining
         key = f"{row.stream}:{row.day.isoformat()}"
         if row.gap:
+            open_gaps.add((shop, key))
             alerts.open(GAP_ALERT, shop_id=shop, key=key, message=(
                 f"shop {shop} {row.stream} {row.day.isoformat()}: still {len(left.missing) + len(left.unseen)} missing, "
                 f"{len(left.stale)} stale and {len(left.extra)} unexpected after re-fetching {row.refetched_count} "
                 f"(platform {row.platform_count}, warehouse {row.warehouse_count}). Look at the quarantine "
                 f"table for these records, then re-run daily_reconciliation for {shop}|{row.day.isoformat()}."))
-        else:
+        elif (shop, key) in open_gaps:
+            open_gaps.discard((shop, key))
             alerts.resolve(GAP_ALERT, shop_id=shop, key=key)
 
 

@@ -12,4 +12,6 @@ Plain Python (no Dagster): the assets, sensors and schedules in defs/ and ``orde
   full pull it runs while open.
 * ``records``: the ``reconciliation_daily`` and ``breaker_state`` rows; ``load``: re-fetched or pulled
   records into the warehouse by the partition runs' road.
+* ``batch``: a run's per-day questions about a shop (stored counts, synced range, quality counts, the
+  lake's partitions) asked once for all its days, and asked again after a re-fetch changed the answers.
 """

@@ -241,10 +241,13 @@ def refetch(client: TopClient, warehouse: Warehouse, stream: Stream, *, shop_id:
 
 def reconcile_day(*, client: TopClient, warehouse: Warehouse, stream: Stream, check: DayCheck, shop_id: str,
                   session: str, day: date, run_id: str | None, always_list: bool = False,
-                  now: datetime | None = None, synced_until: datetime | None = None) -> DayOutcome:
+                  now: datetime | None = None, synced_until: datetime | None = None,
+                  stored_count: int | None = None) -> DayOutcome:
     """Count, and when needed list, diff, re-fetch and diff again: the day's result (not saved) and what
     remains of the gap. ``synced_until``: how far the increment path has synced this shop's stream
-    without a hole (``gaps.synced_until``); changes after it are pending, not gaps. None: all due."""
+    without a hole (``gaps.synced_until``); changes after it are pending, not gaps. None: all due.
+    ``stored_count``: the warehouse's count of the day when the caller has it (counted with the other
+    days of a run, nothing loaded since); None: counted here."""
     checked_at = now or utc_now()
     if day_window(day).end > checked_at.astimezone(SHANGHAI):
         raise ValueError(f"{day.isoformat()} has not ended yet (now {checked_at.isoformat()}): only a "
@@ -261,8 +264,8 @@ def reconcile_day(*, client: TopClient, warehouse: Warehouse, stream: Stream, ch
 
     platform = platform_count(client, check, shop_id=shop_id, session=session, day=day)
     # Most days agree: a count in the database settles them without pulling the day's versions over.
-    stored = warehouse.count_between(table, shop_id=shop_id, column=check.day_field, start=window.start,
-                                     end=window.end)
+    stored = stored_count if stored_count is not None else warehouse.count_between(
+        table, shop_id=shop_id, column=check.day_field, start=window.start, end=window.end)
     row = DayResult(shop_id=shop_id, stream=stream.name, day=day, platform_count=platform,
                     warehouse_count=stored, missing_count=0, stale_count=0, extra_count=0,
                     refetched_count=0, pending_count=0, status="ok", checked_at=checked_at, run_id=run_id)

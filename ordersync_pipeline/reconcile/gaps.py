@@ -26,7 +26,7 @@ from ordersync_pipeline.sync.stream import Stream
 from ordersync_pipeline.sync.windows import Timeline, Window
 from ordersync_pipeline.warehouse import Warehouse
 
-__all__ = ["GapPlan", "find_gaps", "synced_until"]
+__all__ = ["GapPlan", "find_gaps", "synced_until", "SyncedRange"]
 
 Cell = tuple[str, str]  # (shop_id, increment time key)
 
@@ -78,18 +78,40 @@ def synced_until(warehouse: Warehouse, timeline: Timeline, *, stream: str, shop_
     of the last partition of the unbroken run of complete ones starting at ``since`` (or at the first
     increment partition, when ``since`` is earlier). Every change stamped before it has been fetched;
     a change after it may simply not have been fetched yet."""
-    start = max(since, timeline.increment_start)
-    keys = timeline.closed_increment_keys(now, since=start)
-    if not keys:
-        return start
-    recorded: dict[str, list[Window]] = defaultdict(list)
-    first_start = timeline.increment_partition(keys[0]).start
-    for window in warehouse.windows_ending_since(stream, "increment", first_start, [shop_id]):
-        if window.partition_key:
-            recorded[window.partition_key].append(Window(window.window_start, window.window_end))
-    covered = first_start
-    for key in keys:
-        if not is_complete(timeline, "increment", key, recorded.get(key, ())):
-            break
-        covered = timeline.increment_partition(key).end
-    return covered
+    return SyncedRange(warehouse, timeline, stream=stream, shop_id=shop_id, since=since).until(since=since, now=now)
+
+
+class SyncedRange:
+    """``synced_until`` for any ``since`` from ``since`` on, from one read of the shop's stream's completed
+    increment windows: a reconciliation asks it for each of its days and streams, and reading
+    ``sync_windows`` once per shop and stream instead spares a query (of every window after the day) each.
+    Windows completed after the read are not seen: the answer can only be earlier, so a change is at worst
+    taken as pending rather than as a gap."""
+
+    def __init__(self, warehouse: Warehouse, timeline: Timeline, *, stream: str, shop_id: str,
+                 since: datetime) -> None:
+        self._timeline = timeline
+        self.since = since
+        # A step earlier than the first partition any ``until`` looks at: a window ending before that
+        # partition starts cannot complete it (nor any later one).
+        start = max(since, timeline.increment_start) - timeline.increment_step
+        self._recorded: dict[str, list[Window]] = defaultdict(list)
+        for window in warehouse.windows_ending_since(stream, "increment", start, [shop_id]):
+            if window.partition_key:
+                self._recorded[window.partition_key].append(Window(window.window_start, window.window_end))
+
+    def until(self, *, since: datetime, now: datetime) -> datetime:
+        """``synced_until`` of ``since`` (not before the ``since`` read from) at ``now``."""
+        if since < self.since:
+            raise ValueError(f"synced range read from {self.since.isoformat()} asked about {since.isoformat()}")
+        timeline = self._timeline
+        start = max(since, timeline.increment_start)
+        keys = timeline.closed_increment_keys(now, since=start)
+        if not keys:
+            return start
+        covered = timeline.increment_partition(keys[0]).start
+        for key in keys:
+            if not is_complete(timeline, "increment", key, self._recorded.get(key, ())):
+                break
+            covered = timeline.increment_partition(key).end
+        return covered

@@ -28,17 +28,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from ordersync_pipeline.sync.lake import PageLake
+from ordersync_pipeline.sync.lake import PageLake, PartitionListing
 from ordersync_pipeline.sync.runner import lake_dataset
 from ordersync_pipeline.sync.windows import PARTITION_KEY_FORMAT, Window
 from ordersync_pipeline.timeutil import SHANGHAI, parse_top_time
 from ordersync_pipeline.top.pages import TRADES
 from ordersync_pipeline.warehouse import Warehouse
+from ordersync_pipeline.warehouse.days import day_number, runs
 from ordersync_pipeline.warehouse.tables import metadata, trade_orders, trades
 
 __all__ = ["QualityResult", "CHECKS", "order_lines_add_up", "refunds_within_payment",
            "status_transitions_valid", "presale_amounts_agree", "PLATFORM_TRANSITIONS", "reachable",
-           "day_increment_keys"]
+           "day_increment_keys", "run_all", "clean_days", "check_names"]
 
 MAX_EXAMPLES = 10
 ZERO = Decimal("0.00")
@@ -114,14 +115,18 @@ def _lines_do_not_add_up(day: sa.Subquery) -> sa.ColumnElement[bool]:
         sa.func.coalesce(day.c.line_total, 0) + sa.func.coalesce(day.c.post_fee, 0) != day.c.payment))
 
 
+def _per_trade_lines(shop_id: str, window: Window) -> sa.Select[Any]:
+    return (sa.select(trades.c.tid, trades.c.created, trades.c.payment, trades.c.post_fee,
+                      sa.func.count(trade_orders.c.oid).label("lines"),
+                      sa.func.sum(trade_orders.c.payment).label("line_total"))
+            .select_from(trades.outerjoin(trade_orders, trade_orders.c.tid == trades.c.tid))
+            .where(_in_day(shop_id, window))
+            .group_by(trades.c.tid, trades.c.created, trades.c.payment, trades.c.post_fee))
+
+
 def order_lines_add_up(warehouse: Warehouse, shop_id: str, window: Window) -> QualityResult:
-    per_trade = (sa.select(trades.c.tid, trades.c.payment, trades.c.post_fee,
-                           sa.func.count(trade_orders.c.oid).label("lines"),
-                           sa.func.sum(trade_orders.c.payment).label("line_total"))
-                 .select_from(trades.outerjoin(trade_orders, trade_orders.c.tid == trades.c.tid))
-                 .where(_in_day(shop_id, window))
-                 .group_by(trades.c.tid, trades.c.payment, trades.c.post_fee))
-    checked, violations, rows = _count_and_examples(warehouse, per_trade, _lines_do_not_add_up)
+    checked, violations, rows = _count_and_examples(warehouse, _per_trade_lines(shop_id, window),
+                                                    _lines_do_not_add_up)
     examples = []
     for row in rows:
         if not row["lines"]:
@@ -132,18 +137,25 @@ def order_lines_add_up(warehouse: Warehouse, shop_id: str, window: Window) -> Qu
     return QualityResult("order_lines_add_up", checked, violations, examples)
 
 
+def _day_refunds(refunds: sa.Table, shop_id: str, window: Window) -> sa.Select[Any]:
+    """The refunds of the trades created in the day, with their line's and trade's payment (and, for
+    counting days together, the trade's ``created``)."""
+    day_tids = (sa.select(trades.c.tid).where(trades.c.shop_id == shop_id, trades.c.created >= window.start,
+                                              trades.c.created < window.end))
+    return (sa.select(refunds.c.refund_id, refunds.c.tid, refunds.c.status, refunds.c.refund_fee,
+                      trade_orders.c.payment.label("line_payment"), trades.c.payment.label("trade_payment"),
+                      trades.c.created)
+            .select_from(refunds.outerjoin(trade_orders, trade_orders.c.oid == refunds.c.oid)
+                         .outerjoin(trades, trades.c.tid == refunds.c.tid))
+            .where(refunds.c.tid.in_(day_tids)))
+
+
 def refunds_within_payment(warehouse: Warehouse, shop_id: str, window: Window) -> QualityResult | None:
     """None when the warehouse has no refunds table (the refunds stream is not registered)."""
     refunds = metadata.tables.get("refunds")
     if refunds is None:
         return None
-    day_tids = (sa.select(trades.c.tid).where(trades.c.shop_id == shop_id, trades.c.created >= window.start,
-                                              trades.c.created < window.end))
-    query = (sa.select(refunds.c.refund_id, refunds.c.tid, refunds.c.status, refunds.c.refund_fee,
-                       trade_orders.c.payment.label("line_payment"), trades.c.payment.label("trade_payment"))
-             .select_from(refunds.outerjoin(trade_orders, trade_orders.c.oid == refunds.c.oid)
-                          .outerjoin(trades, trades.c.tid == refunds.c.tid))
-             .where(refunds.c.tid.in_(day_tids)))
+    query = _day_refunds(refunds, shop_id, window)
     bad = _Examples()
     refunded: dict[int, Decimal] = defaultdict(lambda: ZERO)
     paid: dict[int, Decimal | None] = {}
@@ -214,12 +226,13 @@ def day_increment_keys(window: Window, increment_minutes: int) -> list[str]:
 
 
 def status_transitions_valid(warehouse: Warehouse, lake: PageLake, shop_id: str, window: Window, *,
-                             increment_keys: Sequence[str]) -> QualityResult:
+                             increment_keys: Sequence[str], listing: PartitionListing | None = None) -> QualityResult:
+    """``listing``: the shop's increment directory as listed earlier in the run (None: listed now)."""
     versions: dict[int, dict[datetime, str]] = defaultdict(dict)
     dataset = lake_dataset("trades", "increment")
-    for key in increment_keys:
-        if not lake.has_partition(shop_id=shop_id, stream=dataset, partition_key=key):
-            continue
+    # One directory listing instead of a manifest open per 15-minute partition (96 a day).
+    listing = listing or lake.listing(shop_id=shop_id, stream=dataset)
+    for key in listing.published(increment_keys):
         for page in lake.read_partition(shop_id=shop_id, stream=dataset, partition_key=key, shape=TRADES):
             for record in page.items:
                 _add_version(versions, record)
@@ -280,11 +293,15 @@ def _presale_out_of_step(day: sa.Subquery, text: Callable[[sa.ColumnElement[Any]
         sa.and_(stage == "FRONT_PAID_FRONT_FORFEITED", status != "TRADE_CLOSED_BY_TAOBAO"))))
 
 
+def _step_trades(warehouse: Warehouse, shop_id: str, window: Window) -> sa.Select[Any]:
+    text = _case_sensitive(warehouse)
+    return sa.select(trades.c.tid, trades.c.created, trades.c.status, trades.c.payment, trades.c.step_trade_status,
+                     trades.c.step_paid_fee).where(_in_day(shop_id, window), text(trades.c.type) == "step")
+
+
 def presale_amounts_agree(warehouse: Warehouse, shop_id: str, window: Window) -> QualityResult:
     text = _case_sensitive(warehouse)
-    step_trades = sa.select(trades.c.tid, trades.c.status, trades.c.payment, trades.c.step_trade_status,
-                            trades.c.step_paid_fee).where(_in_day(shop_id, window), text(trades.c.type) == "step")
-    checked, violations, rows = _count_and_examples(warehouse, step_trades,
+    checked, violations, rows = _count_and_examples(warehouse, _step_trades(warehouse, shop_id, window),
                                                     lambda day: _presale_out_of_step(day, text))
     examples = []
     for row in rows:
@@ -315,17 +332,92 @@ def _presale_problem(stage: str | None, paid: Decimal | None, payment: Decimal |
     return None
 
 
-def run_all(warehouse: Warehouse, lake: PageLake, shop_id: str, window: Window, *,
-            increment_minutes: int) -> list[QualityResult]:
-    """Every quality check that applies to this warehouse, for one shop's day."""
-    results = [order_lines_add_up(warehouse, shop_id, window)]
-    refunds = refunds_within_payment(warehouse, shop_id, window)
+def run_all(warehouse: Warehouse, lake: PageLake, shop_id: str, window: Window, *, increment_minutes: int,
+            clean: Mapping[str, int] | None = None, listing: PartitionListing | None = None) -> list[QualityResult]:
+    """Every quality check that applies to this warehouse, for one shop's day.
+
+    ``clean``: ``{check: checked}`` of checks already known to pass the day (``clean_days``, with the
+    warehouse unchanged since); those are not asked again. ``listing``: as for ``status_transitions_valid``."""
+    known = clean or {}
+
+    def passed(name: str) -> QualityResult | None:
+        return QualityResult(name, known[name], 0) if name in known else None
+
+    results = [passed("order_lines_add_up") or order_lines_add_up(warehouse, shop_id, window)]
+    refunds = passed("refunds_within_payment") or refunds_within_payment(warehouse, shop_id, window)
     if refunds is not None:
         results.append(refunds)
     results.append(status_transitions_valid(warehouse, lake, shop_id, window,
-                                            increment_keys=day_increment_keys(window, increment_minutes)))
-    results.append(presale_amounts_agree(warehouse, shop_id, window))
+                                            increment_keys=day_increment_keys(window, increment_minutes),
+                                            listing=listing))
+    results.append(passed("presale_amounts_agree") or presale_amounts_agree(warehouse, shop_id, window))
     return results
+
+
+def clean_days(warehouse: Warehouse, shop_id: str, windows: Sequence[Window]) -> list[dict[str, int]]:
+    """For each of ``windows`` (days of one shop), ``{check: checked}`` of the SQL checks that find nothing
+    there: each check counted for all the days in one query (per run of adjacent days) instead of one
+    query a day. A check with violations is left out, so ``run_all`` asks it for the day and its examples
+    come from the day's own query, as always."""
+    out: list[dict[str, int]] = [{} for _ in windows]
+    text = _case_sensitive(warehouse)
+    refunds = metadata.tables.get("refunds")
+    for run in runs([(w.start, w.end) for w in windows]):
+        span = Window(windows[run[0]].start, windows[run[-1]].end)
+        starts = [windows[i].start for i in run]
+        counted = {
+            "order_lines_add_up": _counted_by_day(warehouse, _per_trade_lines(shop_id, span),
+                                                  _lines_do_not_add_up, starts),
+            "presale_amounts_agree": _counted_by_day(warehouse, _step_trades(warehouse, shop_id, span),
+                                                     lambda day: _presale_out_of_step(day, text), starts),
+        }
+        if refunds is not None:
+            counted["refunds_within_payment"] = _refunds_counted_by_day(warehouse, refunds, shop_id, span, starts)
+        for name, per_day in counted.items():
+            for position, index in enumerate(run):
+                checked, violations = per_day.get(position, (0, 0))
+                if not violations:
+                    out[index][name] = checked
+    return out
+
+
+def _counted_by_day(warehouse: Warehouse, candidates: sa.Select[Any],
+                    bad: Callable[[sa.Subquery], sa.ColumnElement[bool]],
+                    starts: Sequence[datetime]) -> dict[int, tuple[int, int]]:
+    """``{day number: (checked, violations)}`` of ``_count_and_examples`` for the days starting at ``starts``
+    (adjacent; ``candidates`` a select over all of them with a ``created`` column); days without rows absent."""
+    day = candidates.subquery("day")
+    flagged = sa.select(day_number(day.c.created, starts).label("day_no"),
+                        sa.case((bad(day), 1), else_=0).label("bad")).subquery("flagged")
+    query = sa.select(flagged.c.day_no, sa.func.count(), sa.func.sum(flagged.c.bad)).group_by(flagged.c.day_no)
+    with warehouse.engine.connect() as conn:
+        return {int(day_no): (int(checked), int(violations or 0)) for day_no, checked, violations in conn.execute(query)}
+
+
+def _refunds_counted_by_day(warehouse: Warehouse, refunds: sa.Table, shop_id: str, window: Window,
+                            starts: Sequence[datetime]) -> dict[int, tuple[int, int]]:
+    """``refunds_within_payment``'s (checked, violations) per day, counted in the database by its rules:
+    a refund above its line's payment, and a trade whose successful refunds together exceed its payment."""
+    text = _case_sensitive(warehouse)
+    day = _day_refunds(refunds, shop_id, window).subquery("day")
+    fee = day.c.refund_fee
+    flagged = sa.select(
+        day_number(day.c.created, starts).label("day_no"), day.c.tid, day.c.trade_payment,
+        sa.case((sa.and_(fee.is_not(None), day.c.line_payment.is_not(None), fee > day.c.line_payment), 1),
+                else_=0).label("over_line"),
+        sa.case((sa.and_(fee.is_not(None), text(day.c.status) == "SUCCESS"), fee)).label("success_fee"),
+    ).subquery("flagged")
+    per_trade = (sa.select(flagged.c.day_no, sa.func.count().label("refunds"),
+                           sa.func.sum(flagged.c.over_line).label("over_line"),
+                           sa.func.sum(flagged.c.success_fee).label("refunded"),
+                           sa.func.max(flagged.c.trade_payment).label("paid"))
+                 .group_by(flagged.c.day_no, flagged.c.tid).subquery("per_trade"))
+    over_paid = sa.case((per_trade.c.refunded > per_trade.c.paid, 1), else_=0)
+    query = (sa.select(per_trade.c.day_no, sa.func.sum(per_trade.c.refunds),
+                       sa.func.sum(per_trade.c.over_line) + sa.func.sum(over_paid))
+             .group_by(per_trade.c.day_no))
+    with warehouse.engine.connect() as conn:
+        return {int(day_no): (int(checked), int(violations or 0)) for day_no, checked, violations in conn.execute(query)}
 
 
 def check_names(table_names: Iterable[str] | None = None) -> list[str]:

@@ -88,12 +88,16 @@ def save_day(warehouse: Warehouse, result: DayResult) -> None:
 
 def save_days(warehouse: Warehouse, results: Sequence[DayResult]) -> None:
     """``save_day`` for each of ``results``, in one transaction (a shop-day's streams are saved together)."""
+    latest = list({(r.shop_id, r.stream, r.day): r for r in results}.values())  # the last of a key wins
+    if not latest:
+        return
+    keys = [(reconciliation_daily.c.shop_id == result.shop_id) & (reconciliation_daily.c.stream == result.stream)
+            & (reconciliation_daily.c.day == result.day) for result in latest]
+    # One delete and one insert for all of them: a reconciliation saves every shop-day this way, and
+    # each statement is a round trip.
     with warehouse.engine.begin() as conn:
-        for result in results:
-            key = ((reconciliation_daily.c.shop_id == result.shop_id)
-                   & (reconciliation_daily.c.stream == result.stream) & (reconciliation_daily.c.day == result.day))
-            conn.execute(reconciliation_daily.delete().where(key))
-            conn.execute(reconciliation_daily.insert().values(**asdict(result)))
+        conn.execute(reconciliation_daily.delete().where(sa.or_(*keys)))
+        conn.execute(reconciliation_daily.insert(), [asdict(result) for result in latest])
 
 
 def read_days(warehouse: Warehouse, *, shop_ids: Sequence[str] | None = None, days: Iterable[date] | None = None,

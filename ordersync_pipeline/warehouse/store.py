@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL
 from ordersync_pipeline.timeutil import require_aware
 from ordersync_pipeline.warehouse import ledger, migrator
 from ordersync_pipeline.warehouse.connect import create_warehouse_engine
+from ordersync_pipeline.warehouse.days import Span, day_number, runs
 from ordersync_pipeline.warehouse.ledger import CallStats, CompletedWindow
 from ordersync_pipeline.warehouse.privacy import scrub_detail
 from ordersync_pipeline.warehouse.refund_status import apply_refunds, lock_refund_state
@@ -359,6 +360,22 @@ class Warehouse:
             _between(t, shop_id=shop_id, column=column, start=start, end=end))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+    def counts_between(self, table: str, *, shop_id: str, column: str, spans: Sequence[Span]) -> list[int]:
+        """``count_between`` of each of ``spans`` (in their order), one query per run of adjacent spans: a
+        reconciliation's days are counted together instead of one round trip each."""
+        t = metadata.tables[table]
+        counts = [0] * len(spans)
+        with self.engine.connect() as conn:
+            for run in runs(spans):
+                start, end = spans[run[0]][0], spans[run[-1]][1]
+                numbered = (sa.select(day_number(t.c[column], [spans[i][0] for i in run]).label("day_no"))
+                            .where(_between(t, shop_id=shop_id, column=column, start=start, end=end))
+                            .subquery("numbered"))
+                query = sa.select(numbered.c.day_no, sa.func.count()).group_by(numbered.c.day_no)
+                for day_no, count in conn.execute(query):
+                    counts[run[int(day_no)]] = int(count)
+        return counts
 
     def versions_of(self, table: str, keys: Iterable[int]) -> dict[int, datetime]:
         """``{key: modified}`` of the stored rows among ``keys`` (absent keys are left out)."""
