@@ -18,6 +18,7 @@ CORE_MODULES = [
     "ordersync_pipeline.alerts",
     "ordersync_pipeline.metrics",
     "ordersync_pipeline.forecast.sales",
+    "ordersync_pipeline.forecast.sql_sales",
     "ordersync_pipeline.forecast.model",
     "ordersync_pipeline.forecast.replenish",
     "ordersync_pipeline.forecast.backtest",

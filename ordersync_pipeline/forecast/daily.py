@@ -1,7 +1,8 @@
 """One day's forecast run over the warehouse, step by step, for the Dagster assets and ``ordersync sync``.
 
     rebuild_freezes(wh, shops)                     trades -> inventory_freeze (replaced per shop)
-    run_daily_sales(wh, shops, day, cfg)           trade_orders+trades+refunds -> daily_sales (window)
+    run_daily_sales(wh, shops, day, cfg)           trade_orders+trades+refunds -> daily_sales (window),
+                                                   grouped in the database (sql_sales.py)
     run_sales_forecast(wh, shops, day, cfg)        daily_sales -> sales_forecast (as_of = day)
     backtest_day(daily, day)                       daily_sales -> model vs seasonal naive vs moving average
     run_suggestions(wh, shops, day, cfg, reports)  forecast + inventory_latest + open freezes ->
@@ -33,7 +34,8 @@ from ordersync_pipeline.forecast.charts import forecast_chart_svg, suggestions_m
 from ordersync_pipeline.forecast.freeze import presale_freezes
 from ordersync_pipeline.forecast.keys import sku_keys
 from ordersync_pipeline.forecast.replenish import ReplenishSettings, replenishment_suggestions
-from ordersync_pipeline.forecast.sales import DailySales, daily_sales_of, sale_lines
+from ordersync_pipeline.forecast.sales import DailySales
+from ordersync_pipeline.forecast.sql_sales import daily_sales_in_warehouse
 from ordersync_pipeline.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -93,10 +95,9 @@ def run_daily_sales(warehouse: Warehouse, shop_ids: Sequence[str], day: date, cf
                     first: date | None = None) -> DailySales:
     """Rebuild daily_sales over the history window of ``day`` (of ``first`` to ``day`` for a range)."""
     start, end = history_window(first or day, cfg)[0], day
-    # Reduced chunk by chunk: the raw lines of a large shop's window never sit in memory at once.
-    lines, excluded = sale_lines(store.iter_order_lines(warehouse, shop_ids, start=start, end=end))
-    refunds = store.read_refunds(warehouse, shop_ids, start=start, end=end)
-    sales = daily_sales_of(lines, excluded, refunds, start=start, end=end)
+    # Grouped in the database: the window's order lines (1.65M at 1M trades, 20-27 s and most of the
+    # process's peak memory when read into pandas) never leave it; only groups per SKU and day do.
+    sales = daily_sales_in_warehouse(warehouse, shop_ids, start=start, end=end)
     store.replace_daily_sales(warehouse, shop_ids, sales.frame, start=start, end=end)
     return sales
 

@@ -122,7 +122,7 @@ def daily_sales_of(lines: pd.DataFrame, excluded: dict[str, int], refunds: pd.Da
                    promo_factor: float = PROMO_FACTOR) -> DailySales:
     """``build_daily_sales`` from lines already reduced by ``sale_lines``."""
     excluded = dict(excluded)
-    refund_rows, ignored = _refund_rows(refunds, lines)
+    refund_rows, ignored = refund_rows_of(refunds, lines)
     lo = _day_number(start) if start is not None else _min_day(lines["day"], refund_rows["day"])
     hi = _day_number(end) if end is not None else _max_day(lines["day"], refund_rows["day"])
     if lo is None or hi is None or hi < lo:
@@ -130,17 +130,44 @@ def daily_sales_of(lines: pd.DataFrame, excluded: dict[str, int], refunds: pd.Da
     inside = lines["day"].between(lo, hi)
     excluded["outside_window"] = int((~inside).sum())
     lines = lines[inside]
+    return daily_sales_from_groups(gross_groups(lines), shop_day_trades(lines), refund_rows, lo=lo, hi=hi,
+                                   lines_counted=len(lines), excluded=excluded, ignored=ignored,
+                                   promo_calendar=promo_calendar, promo_factor=promo_factor)
+
+
+def gross_groups(lines: pd.DataFrame) -> pd.DataFrame:
+    """Counted lines -> units, fen and distinct trades per (shop_id, sku_key, day)."""
+    keys = ["shop_id", "sku_key", "day"]
+    return lines.groupby(keys, sort=False).agg(units_gross=("num", "sum"), fen_gross=("fen", "sum"),
+                                               orders=("tid", "nunique")).reset_index()
+
+
+def shop_day_trades(lines: pd.DataFrame) -> pd.DataFrame:
+    """Counted lines -> distinct paid trades per (shop_id, day), what promotion detection counts."""
+    return lines.groupby(["shop_id", "day"], sort=True)["tid"].nunique().rename("trades").reset_index()
+
+
+def daily_sales_from_groups(gross: pd.DataFrame, trades: pd.DataFrame, refund_rows: pd.DataFrame, *,
+                            lo: int, hi: int, lines_counted: int,
+                            excluded: dict[str, int], ignored: dict[str, int],
+                            promo_calendar: PromoCalendar | None = None,
+                            promo_factor: float = PROMO_FACTOR) -> DailySales:
+    """The ``daily_sales`` of a window ``[lo, hi]`` (day numbers) from its sales already reduced: ``gross``
+    (``gross_groups`` of the counted lines inside the window), ``trades`` (``shop_day_trades`` of them) and
+    ``refund_rows`` (``refund_rows_of``; those outside the window are counted in ``ignored`` and left out).
+    The pandas path and the warehouse's grouped reads (forecast/sql_sales.py) both end here."""
+    ignored = dict(ignored)
     refund_inside = refund_rows["day"].between(lo, hi)
     ignored["outside_window"] = int((~refund_inside).sum())
     refund_rows = refund_rows[refund_inside]
-    frame = _daily_grid(lines, refund_rows, lo, hi)
-    promo = _promo_days(lines, lo, hi, promo_factor, promo_calendar)
+    frame = _daily_grid(gross, refund_rows, lo, hi)
+    promo = _promo_days(trades, lo, hi, promo_factor, promo_calendar)
     flagged = promo[promo["promo_day"]]
     frame = frame.merge(promo, on=["shop_id", "day"], how="left")
     frame["promo_day"] = frame["promo_day"].fillna(False).astype(bool)
     frame = _finish(frame)
     return DailySales(
-        frame, day_dates(np.array([lo]))[0], day_dates(np.array([hi]))[0], len(lines), excluded, len(refund_rows),
+        frame, day_dates(np.array([lo]))[0], day_dates(np.array([hi]))[0], lines_counted, excluded, len(refund_rows),
         ignored, {str(s): list(day_dates(g["day"].to_numpy("int64"))) for s, g in flagged.groupby("shop_id")})
 
 
@@ -172,8 +199,9 @@ def _sale_lines(order_lines: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]
     return lines.reset_index(drop=True), excluded
 
 
-def _refund_rows(refunds: pd.DataFrame | None, lines: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Successful refunds of counted lines: shop, SKU, day, units returned and fen refunded."""
+def refund_rows_of(refunds: pd.DataFrame | None, lines: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Successful refunds of counted lines (``lines`` as ``sale_lines`` gives them): shop, SKU, day, units
+    returned and fen refunded; and the refunds left out, by reason."""
     columns = {"shop_id": "string", "sku_key": "string", "day": "int64", "units": "int64", "fen": "int64"}
     empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
     if refunds is None or refunds.empty:
@@ -209,11 +237,9 @@ def _refund_rows(refunds: pd.DataFrame | None, lines: pd.DataFrame) -> tuple[pd.
     return out[list(columns)].astype(columns), ignored
 
 
-def _daily_grid(lines: pd.DataFrame, refund_rows: pd.DataFrame, lo: int, hi: int) -> pd.DataFrame:
-    """Every active (shop, SKU) x every day, with gross sales and refunds summed in."""
+def _daily_grid(gross: pd.DataFrame, refund_rows: pd.DataFrame, lo: int, hi: int) -> pd.DataFrame:
+    """Every active (shop, SKU) x every day, with gross sales (``gross_groups``) and refunds summed in."""
     keys = ["shop_id", "sku_key", "day"]
-    gross = lines.groupby(keys, sort=False).agg(units_gross=("num", "sum"), fen_gross=("fen", "sum"),
-                                                 orders=("tid", "nunique")).reset_index()
     back = refund_rows.groupby(keys, sort=False).agg(units_back=("units", "sum"),
                                                       fen_back=("fen", "sum")).reset_index()
     skus = pd.concat([gross[["shop_id", "sku_key"]], back[["shop_id", "sku_key"]]]).drop_duplicates()
@@ -231,13 +257,14 @@ def _daily_grid(lines: pd.DataFrame, refund_rows: pd.DataFrame, lo: int, hi: int
     return grid
 
 
-def _promo_days(lines: pd.DataFrame, lo: int, hi: int, factor: float,
+def _promo_days(trades: pd.DataFrame, lo: int, hi: int, factor: float,
                 calendar: PromoCalendar | None) -> pd.DataFrame:
-    """(shop_id, day, promo_day) for every shop and day of the window."""
+    """(shop_id, day, promo_day) for every shop with a paid trade (``shop_day_trades``) and every day of
+    the window."""
     days = np.arange(lo, hi + 1, dtype="int64")
     parts = []
-    for shop_id, shop_lines in lines.groupby("shop_id", sort=True):
-        orders = shop_lines.groupby("day")["tid"].nunique().reindex(days, fill_value=0).astype("float64")
+    for shop_id, shop_trades in trades.groupby("shop_id", sort=True):
+        orders = shop_trades.set_index("day")["trades"].reindex(days, fill_value=0).astype("float64")
         median = orders.shift(1).rolling(PROMO_WINDOW_DAYS, min_periods=PROMO_MIN_DAYS).median()
         detected = (orders > factor * median).fillna(False).to_numpy(dtype=bool)
         listed = np.isin(days, _calendar_days(calendar, str(shop_id)))
