@@ -38,7 +38,7 @@ from ordersync_pipeline.forecast.keys import sku_keys
 from ordersync_pipeline.forecast.sales import (BALANCE_PAID, CLOSED_UNPAID, PROMO_FACTOR, UNPAID_STATUSES,
                                                DailySales, PromoCalendar, daily_sales_from_groups, refund_rows_of,
                                                sale_lines)
-from ordersync_pipeline.forecast.store import REFUND_LOOKBACK_DAYS, _day_start
+from ordersync_pipeline.forecast.store import REFUND_LOOKBACK_DAYS, day_start
 from ordersync_pipeline.warehouse import Warehouse
 from ordersync_pipeline.warehouse.tables import metadata, trade_orders, trades
 
@@ -151,7 +151,7 @@ def _line_window(shop_ids: Sequence[str], since: Any, until: Any) -> list[sa.Col
 def _line_groups(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, end: date) -> pd.DataFrame:
     """The lines paid in ``[start - lookback, end]`` (refunds in the window may reach sales before it)
     grouped by shop, reason (``sale`` or sales.py's exclusion), raw ids and day."""
-    since, until = _day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS)), _day_start(end + timedelta(days=1))
+    since, until = day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS)), day_start(end + timedelta(days=1))
     # Grouped on columns of a subquery: grouped on expressions with bound values, PostgreSQL would take the
     # SELECT's and the GROUP BY's parameters for different expressions.
     lines = sa.select(
@@ -213,7 +213,7 @@ def _shop_trades(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, 
     shop, day = _Exact(trade_orders.c.shop_id).label("shop_id"), _ShanghaiDay(trades.c.pay_time).label("day")
     query = (sa.select(shop, day, sa.func.count(sa.distinct(trade_orders.c.tid)))
              .select_from(_lines_source())
-             .where(*_line_window(shop_ids, _day_start(start), _day_start(end + timedelta(days=1))),
+             .where(*_line_window(shop_ids, day_start(start), day_start(end + timedelta(days=1))),
                     _is_sale(), _key_in_sql())
              .group_by(shop, day))
     with warehouse.engine.connect() as conn:
@@ -238,8 +238,8 @@ def _recount(warehouse: Warehouse, pairs: list[tuple[str, int]], gross: pd.DataF
     parts = []
     for i in range(0, len(pairs), _PAIRS_PER_QUERY):
         chunk = pairs[i:i + _PAIRS_PER_QUERY]
-        which = sa.or_(*((trade_orders.c.shop_id == s) & (trades.c.pay_time >= _day_start(_date(d)))
-                         & (trades.c.pay_time < _day_start(_date(d + 1))) for s, d in chunk))
+        which = sa.or_(*((trade_orders.c.shop_id == s) & (trades.c.pay_time >= day_start(_date(d)))
+                         & (trades.c.pay_time < day_start(_date(d + 1))) for s, d in chunk))
         query = (sa.select(shop, trade_orders.c.tid, trade_orders.c.num_iid,
                            *(_Exact(trade_orders.c[c]).label(c) for c in _IDS[1:]),
                            _ShanghaiDay(trades.c.pay_time).label("day"))
@@ -275,8 +275,8 @@ def _refunds(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date,
     empty, _ = refund_rows_of(None, pd.DataFrame())
     if refunds is None or not sa.inspect(warehouse.engine).has_table("refunds"):
         return empty, {}
-    since, first, until = (_day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS)), _day_start(start),
-                           _day_start(end + timedelta(days=1)))
+    since, first, until = (day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS)), day_start(start),
+                           day_start(end + timedelta(days=1)))
     window = [refunds.c.shop_id.in_(list(shop_ids)), refunds.c.modified >= first, refunds.c.modified < until]
     success = _Exact(refunds.c.status) == "SUCCESS"
     paid_in_reach = sa.and_(trades.c.tid == trade_orders.c.tid, trades.c.pay_time >= since,

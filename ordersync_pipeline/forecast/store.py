@@ -24,7 +24,7 @@ from ordersync_pipeline.warehouse.tables import (INVENTORY_LATEST_VIEW, daily_sa
                                                  inventory_snapshots, metadata, replenishment_suggestions,
                                                  sales_forecast, trade_orders, trades)
 
-__all__ = ["read_order_lines", "iter_order_lines", "read_presale_lines", "read_refunds", "read_daily_sales", "read_forecast",
+__all__ = ["day_start", "read_order_lines", "iter_order_lines", "read_presale_lines", "read_refunds", "read_daily_sales", "read_forecast",
            "read_inventory", "read_freezes", "read_suggestions", "replace_freezes", "replace_daily_sales",
            "replace_forecast", "replace_suggestions", "REFUND_LOOKBACK_DAYS"]
 
@@ -105,7 +105,8 @@ def _bulk_frames(warehouse: Warehouse, select: Sequence[sa.ColumnElement[Any]],
                                          "float64" if n in money else object) for n in names})
 
 
-def _day_start(day: date) -> datetime:
+def day_start(day: date) -> datetime:
+    """The first instant of an Asia/Shanghai day (the forecast's days; shared with sql_sales.py)."""
     return datetime(day.year, day.month, day.day, tzinfo=SHANGHAI)
 
 
@@ -119,8 +120,8 @@ def iter_order_lines(warehouse: Warehouse, shop_ids: Sequence[str], *, start: da
                      end: date) -> Iterator[pd.DataFrame]:
     """``read_order_lines``' rows a chunk at a time, so a caller can reduce each chunk as it comes: the
     whole window's lines of a large shop are over a GB as one frame (1M trades: 1.8M lines)."""
-    since = _day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS))
-    until = _day_start(end + timedelta(days=1))
+    since = day_start(start - timedelta(days=REFUND_LOOKBACK_DAYS))
+    until = day_start(end + timedelta(days=1))
     return _bulk_frames(warehouse, SALE_SELECT, [trade_orders.c.shop_id.in_(list(shop_ids)),
                                                  trades.c.pay_time >= since, trades.c.pay_time < until],
                         trade_orders.join(trades, trades.c.tid == trade_orders.c.tid),
@@ -142,8 +143,8 @@ def read_refunds(warehouse: Warehouse, shop_ids: Sequence[str], *, start: date, 
         return None
     query = sa.select(refunds.c.shop_id, refunds.c.oid, refunds.c.status, refunds.c.refund_fee,
                       refunds.c.modified).where(refunds.c.shop_id.in_(list(shop_ids)),
-                                                refunds.c.modified >= _day_start(start),
-                                                refunds.c.modified < _day_start(end + timedelta(days=1)))
+                                                refunds.c.modified >= day_start(start),
+                                                refunds.c.modified < day_start(end + timedelta(days=1)))
     return _frame(warehouse, query, ["shop_id", "oid", "status", "refund_fee", "modified"], ("modified",))
 
 
