@@ -71,6 +71,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ordersync_pipeline.sync.arrow_columns import column as arrow_column
 from ordersync_pipeline.sync.lake_files import (
     DIR_MODE,
     STALE_TEMP_AGE,
@@ -222,7 +223,10 @@ class _PageBuffer:
 
     def flush(self, writer: pq.ParquetWriter) -> None:
         if len(self):
-            writer.write_batch(pa.record_batch(self.columns, schema=PAGE_SCHEMA))
+            # Built by arrow_columns.column, not pa.record_batch(dict): pyarrow's list conversion
+            # imports pandas (~50 MB in every process that writes the lake).
+            arrays = [arrow_column(self.columns[field.name], field.type) for field in PAGE_SCHEMA]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=PAGE_SCHEMA))
             self.columns = {name: [] for name in PAGE_SCHEMA.names}
 
 
