@@ -60,7 +60,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
@@ -71,7 +71,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ordersync_pipeline.sync.arrow_columns import column as arrow_column
+from ordersync_pipeline.sync.arrow_columns import column as arrow_column, rows as arrow_rows
 from ordersync_pipeline.sync.lake_files import (
     DIR_MODE,
     STALE_TEMP_AGE,
@@ -610,37 +610,10 @@ def _iter_pages(handle: IO[bytes], path: Path, shapes: ListShape | Mapping[str, 
             first, position = position, position + rows
             if only is not None and not any(first <= p < position for p in only):
                 continue
-            for offset, row in enumerate(_rows(parquet.read_row_group(group))):
+            for offset, row in enumerate(arrow_rows(parquet.read_row_group(group))):
                 if only is not None and first + offset not in only:
                     continue
                 yield _page_of(row, path, shapes)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_TICKS_PER_US = {"us": 1, "ns": 1_000}
-_US_PER_TICK = {"s": 1_000_000, "ms": 1_000, "us": 1}
-
-
-def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    """``table.to_pylist()``, except that zoned timestamps become aware UTC datetimes here: pyarrow's
-    own conversion of them imports pandas, ~80 MB more in every loader process that never uses it.
-    Their ticks are read through a zero-copy int64 view, not ``cast``, which imports pyarrow.compute
-    (~10 MB more per process)."""
-    columns: list[list[Any]] = []
-    for column in table.columns:
-        kind = column.type
-        if pa.types.is_timestamp(kind) and kind.tz is not None:
-            ticks_of = (ticks for chunk in column.chunks for ticks in chunk.view(pa.int64()).to_pylist())
-            columns.append([None if ticks is None else _EPOCH + timedelta(microseconds=_microseconds(ticks, kind.unit))
-                            for ticks in ticks_of])
-        else:
-            columns.append(column.to_pylist())
-    return [dict(zip(table.column_names, values)) for values in zip(*columns)]
-
-
-def _microseconds(ticks: int, unit: str) -> int:
-    """Ticks of ``unit`` since the epoch in whole microseconds (datetime's resolution; ns floored)."""
-    return ticks // _TICKS_PER_US[unit] if unit in _TICKS_PER_US else ticks * _US_PER_TICK[unit]
 
 
 def _page_of(row: dict[str, Any], path: Path, shapes: ListShape | Mapping[str, ListShape]) -> Page:
