@@ -157,6 +157,33 @@ def test_rerun_replaces_the_partition(tmp_path: Path) -> None:
     assert len(list(manifest.path.parent.iterdir())) == 2  # type: ignore[attr-defined]
 
 
+def test_only_the_body_is_compressed_and_files_with_every_column_compressed_still_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # zstd on the ten small columns cost more CPU than on the body; lakes written before keep reading.
+    lake = PageLake(tmp_path)
+    manifest = write(lake, sample_pages())
+    group = pq.ParquetFile(manifest.path).metadata.row_group(0)  # type: ignore[attr-defined]
+    codecs = {group.column(i).path_in_schema: group.column(i).compression for i in range(group.num_columns)}
+    assert codecs.pop("body") == "ZSTD" and set(codecs.values()) == {"UNCOMPRESSED"}
+    assert manifest.sha256 == hashlib.sha256(manifest.path.read_bytes()).hexdigest()  # type: ignore[attr-defined]
+
+    monkeypatch.setattr("ordersync_pipeline.sync.lake._COMPRESSION", "zstd")  # the earlier layout
+    old = write(lake, sample_pages(), key="2026-11-26-10:30")
+    group = pq.ParquetFile(old.path).metadata.row_group(0)  # type: ignore[attr-defined]
+    assert {group.column(i).compression for i in range(group.num_columns)} == {"ZSTD"}
+    monkeypatch.undo()
+    assert read(lake, key="2026-11-26-10:30") == read(lake) == sample_pages()
+
+
+def test_a_file_longer_than_its_manifest_says_is_refused(tmp_path: Path) -> None:
+    lake = PageLake(tmp_path)
+    manifest = write(lake, sample_pages())
+    with open(manifest.path, "ab") as handle:  # type: ignore[attr-defined]
+        handle.write(b"x")
+    with pytest.raises(PartitionCorrupt, match="manifest says"):
+        read(lake)
+
+
 def test_file_not_matching_manifest_is_refused(tmp_path: Path) -> None:
     lake = PageLake(tmp_path)
     manifest = write(lake, sample_pages())

@@ -63,9 +63,17 @@ _HOST = _host_tag()
 _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)-(?P<start>\d*)\.[0-9a-f]{32}\.tmp$")
 
 
+# This process's writer tag, by pid: a forked child has its own pid, so it never uses its parent's.
+_WRITER_TAGS: dict[int, str] = {}
+
+
 def temp_name(final_name: str) -> str:
     pid = os.getpid()
-    return f".{final_name}.{_HOST}.{pid}-{_process_start(pid) or ''}.{uuid.uuid4().hex}.tmp"
+    tag = _WRITER_TAGS.get(pid)
+    if tag is None:
+        # A process's start time never changes: read /proc once per process, not per temp file.
+        tag = _WRITER_TAGS[pid] = f"{_HOST}.{pid}-{_process_start(pid) or ''}"
+    return f".{final_name}.{tag}.{uuid.uuid4().hex}.tmp"
 
 
 def _writer_alive(pid: int, start: str) -> bool:
