@@ -191,3 +191,27 @@ def test_trade_details_are_cached_in_the_same_run_for_every_partition(
     stored = {tid for (tid,) in query(sqlite_url, "SELECT tid FROM trade_details")}
     assert stored == want
     assert sum(d["fetched"] for d in details.values()) == len(want)
+
+
+def test_trade_details_take_their_candidates_from_the_load_not_a_second_lake_read(
+        sim: Simulator, home: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The follower used to read every trades partition from the lake again after its load had read it.
+    settings = sim_settings(sim, home, sqlite_url, sync={"detail_reasons": ["presale", "buyer_message"]})
+    reads: list[tuple[str, str]] = []
+    real_read = PageLake.read_partition
+
+    def counting_read(self: PageLake, **kwargs: Any) -> Any:
+        reads.append((kwargs["stream"], f"{kwargs['shop_id']}|{kwargs['partition_key']}"))
+        return real_read(self, **kwargs)
+
+    monkeypatch.setattr(PageLake, "read_partition", counting_read)
+    result = run(settings, "increment", shops=SHOPS, time_keys=EVENING)
+    assert result.success
+    trade_reads = sorted(key for stream, key in reads if stream == "trades.increment")
+    assert trade_reads == sorted(f"{shop}|{key}" for shop in SHOPS for key in EVENING)  # once each
+    details = partition_metadata(result, "trade_details")
+    assert sorted(details) == sorted(f"{shop}|{key}" for shop in SHOPS for key in EVENING)
+    want = {t["tid"] for shop in SHOPS
+            for t in in_windows(sim.world.trades(shop), [fetch_window(k) for k in EVENING])
+            if t.get("type") == "step" or t.get("has_buyer_message")}
+    assert {tid for (tid,) in query(sqlite_url, "SELECT tid FROM trade_details")} == want

@@ -112,11 +112,11 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
         # run, however many partitions it loads (a run whose last partition failed reports none).
         left = Counter(task.stream.name for task in tasks)
         with WarehouseCallRecorder(warehouse, run_id=context.run.run_id) as ledger:
-            runner = SyncRunner(lake=lake, warehouse=warehouse, run_id=context.run.run_id,
-                                settings=runner_settings, clients=top.client, sessions=top.session,
-                                ledger=ledger, clock=settings.clock)
             with RunFollowers(followers, top=top, recorder=ledger, warehouse=warehouse, lake=lake,
                               settings=settings) as follow:
+                runner = SyncRunner(lake=lake, warehouse=warehouse, run_id=context.run.run_id,
+                                    settings=runner_settings, clients=top.client, sessions=top.session,
+                                    ledger=ledger, clock=settings.clock, watches=follow.watches)
                 for outcome in runner.run(tasks, from_lake=config.from_lake):
                     PROGRESS.debug("%s %s", outcome.task.label, "ok" if outcome.ok else outcome.error,
                                    extra={"ordersync_outcome": outcome})
@@ -128,7 +128,7 @@ def sync_assets(kind: Kind, partitions: Partitions, settings: Settings,
                     last = not left[outcome.task.stream.name]
                     counts = _row_counts(warehouse, outcome.task.stream) if last else None
                     yield from _report(context, outcome, kind, row_counts=counts)
-                    yield from follow.after(outcome.task, failures)
+                    yield from follow.after(outcome.task, failures, outcome.watched)
                 yield from follow.alone(context.partition_keys, chosen, kind, timeline, failures)
         context.log.info(f"{kind}: {loaded} partition(s) loaded, {len(failures)} failed, "
                          f"{ledger.total} API calls, in {time.perf_counter() - started:.1f}s")

@@ -15,21 +15,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ordersync_pipeline.sync.fields import payload_json
 from ordersync_pipeline.sync.normalize import detail_row
 from ordersync_pipeline.sync.refusals import Refusal, is_record_refusal, refusal_of
 from ordersync_pipeline.timeutil import format_top_time
 from ordersync_pipeline.timeutil import now as utc_now
-from ordersync_pipeline.top.client import TopClient
 from ordersync_pipeline.top.errors import TopError
 from ordersync_pipeline.top.pages import Page
 from ordersync_pipeline.top.paging import FULLINFO_GET, get_trade_fullinfo
 from ordersync_pipeline.warehouse import Warehouse
 
+if TYPE_CHECKING:
+    # Annotations only: loader processes import this module (DetailCandidates) and never call the API.
+    from ordersync_pipeline.top.client import TopClient
+
 __all__ = ["DetailReason", "DETAIL_FIELDS", "DetailsResult", "needs_details", "detail_candidates",
-           "refresh_details"]
+           "DetailCandidates", "refresh_details"]
 
 DetailReason = Literal["incomplete", "presale", "buyer_message"]
 
@@ -66,10 +69,24 @@ def detail_candidates(pages: Iterable[Page], reasons: frozenset[DetailReason],
                       ) -> tuple[dict[int, Any], dict[int, Mapping[str, Any]]]:
     """Newest ``modified`` per tid for the trades of ``pages`` that need a fullinfo answer, and the
     fullinfo answers already among the pages (fetched when the list record was incomplete)."""
-    wanted: dict[int, Any] = {}
-    answered: dict[int, Mapping[str, Any]] = {}
-    refused: dict[int, Any] = {}
+    candidates = DetailCandidates(reasons)
     for page in pages:
+        candidates.see(page)
+    return candidates.result()
+
+
+class DetailCandidates:
+    """``detail_candidates`` a page at a time: the sync's load feeds it the pages it reads anyway
+    (``SyncRunner(watches=...)``), so the trade_details follower does not read the partition from the
+    lake a second time. Picklable, for loader processes."""
+
+    def __init__(self, reasons: frozenset[DetailReason]) -> None:
+        self.reasons = reasons
+        self._wanted: dict[int, Any] = {}
+        self._answered: dict[int, Mapping[str, Any]] = {}
+        self._refused: dict[int, Any] = {}
+
+    def see(self, page: Page) -> None:
         for trade in page.items:
             if not isinstance(trade, dict):
                 continue
@@ -79,18 +96,22 @@ def detail_candidates(pages: Iterable[Page], reasons: frozenset[DetailReason],
             if refusal_of(trade) is not None:
                 # fullinfo refused this version at fetch time and the load quarantined it: asking
                 # again would only be refused again.
-                refused[tid] = trade.get("modified")
+                self._refused[tid] = trade.get("modified")
                 continue
             if page.method == FULLINFO_GET:
-                answered[tid] = trade
-            if needs_details(trade, reasons):
+                self._answered[tid] = trade
+            if needs_details(trade, self.reasons):
                 modified = trade.get("modified")
-                if tid not in wanted or str(modified) > str(wanted[tid]):
-                    wanted[tid] = modified
-    for tid, modified in refused.items():
-        if tid in wanted and str(wanted[tid]) == str(modified) and tid not in answered:
-            del wanted[tid]
-    return wanted, answered
+                if tid not in self._wanted or str(modified) > str(self._wanted[tid]):
+                    self._wanted[tid] = modified
+
+    def result(self) -> tuple[dict[int, Any], dict[int, Mapping[str, Any]]]:
+        """(wanted, answered) over the pages seen so far, as ``detail_candidates`` returns them."""
+        wanted = dict(self._wanted)
+        for tid, modified in self._refused.items():
+            if tid in wanted and str(wanted[tid]) == str(modified) and tid not in self._answered:
+                del wanted[tid]
+        return wanted, dict(self._answered)
 
 
 def refresh_details(*, client: TopClient | None, warehouse: Warehouse, shop_id: str, session: str | None,

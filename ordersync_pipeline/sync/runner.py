@@ -28,11 +28,11 @@ import logging
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait, FIRST_COMPLETED
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ordersync_pipeline.failures import describe, is_transient
 from ordersync_pipeline.sync.lake import LakeManifest, PageLake
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from ordersync_pipeline.top.client import TopClient
 
 __all__ = ["PartitionTask", "PartitionOutcome", "SyncRunner", "RunnerSettings", "lake_dataset",
-           "PAGES_PER_FLUSH", "coalesce", "COALESCED_KINDS"]
+           "PAGES_PER_FLUSH", "coalesce", "COALESCED_KINDS", "PageWatch", "Watch"]
 
 log = logging.getLogger("ordersync.sync")
 
@@ -78,6 +78,18 @@ def lake_dataset(stream: Stream | str, kind: Kind) -> str:
     """The lake's name for a stream's pages on one path, e.g. ``trades.increment``."""
     name = stream if isinstance(stream, str) else stream.name
     return f"{name}.{kind}"
+
+
+class PageWatch(Protocol):
+    """Sees every page a partition's load reads, in order; ``result()`` goes back with the outcome
+    (``PartitionOutcome.watched``). Must be picklable, with a picklable result: loader processes."""
+
+    def see(self, page: Page) -> None: ...
+
+    def result(self) -> Any: ...
+
+
+Watch = Callable[[], PageWatch]   # a fresh PageWatch for each load attempt
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,8 @@ class PartitionOutcome:
     # Partitions fetched in the same API window as this one (itself included); the window's calls
     # and fetch time are spread over them, so sums over partitions stay true.
     fetched_with: int = 1
+    # What the stream's PageWatch made of the loaded pages (None: the runner was given no watch for it).
+    watched: Any = None
 
     @property
     def ok(self) -> bool:
@@ -186,9 +200,13 @@ class SyncRunner:
     def __init__(self, *, lake: PageLake, warehouse: Warehouse, run_id: str | None,
                  settings: RunnerSettings | None = None, clients: ClientFactory | None = None,
                  sessions: SessionLookup | None = None, ledger: Any = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], datetime] = utc_now) -> None:
-        """``clock``: the platform's "now" (the history horizon is counted from it at each call)."""
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], datetime] = utc_now,
+                 watches: Mapping[str, Watch] | None = None) -> None:
+        """``clock``: the platform's "now" (the history horizon is counted from it at each call).
+        ``watches``: by stream name, what sees each loaded page of that stream's partitions (a follower
+        then needs no second read of the partition from the lake)."""
         self.lake, self.warehouse, self.run_id = lake, warehouse, run_id
+        self.watches: dict[str, Watch] = dict(watches or {})
         self.settings = settings or RunnerSettings()
         self._clients_factory, self._sessions = clients, sessions
         self._calls = _TaskCalls(ledger) if ledger is not None else None
@@ -454,12 +472,15 @@ class LoadFigures:
     quarantine_reasons: list[str] = field(default_factory=list)
     window: Window | None = None
     seconds: float = 0.0
+    watched: Any = None
 
 
 def load_partition(*, lake: PageLake, warehouse: Warehouse, stream: Stream, kind: Kind, shop_id: str,
-                   partition_key: str, run_id: str | None) -> LoadFigures:
-    """Lake pages -> warehouse rows; records the fetched window only after every page committed."""
+                   partition_key: str, run_id: str | None, watch: Watch | None = None) -> LoadFigures:
+    """Lake pages -> warehouse rows; records the fetched window only after every page committed.
+    ``watch``: makes a ``PageWatch`` shown every page read (its result in ``LoadFigures.watched``)."""
     started = time.perf_counter()
+    watching = watch() if watch is not None else None
     dataset = lake_dataset(stream, kind)
     manifest = lake.manifest(shop_id=shop_id, stream=dataset, partition_key=partition_key)
     figures = LoadFigures(window=manifest_window(manifest))
@@ -468,6 +489,8 @@ def load_partition(*, lake: PageLake, warehouse: Warehouse, stream: Stream, kind
     pending_pages = 0
     for page in lake.read_partition(shop_id=shop_id, stream=dataset, partition_key=partition_key,
                                     shape=stream.shape):
+        if watching is not None:
+            watching.see(page)
         batch = stream.normalize(shop_id, page.items, synced_at=utc_now(), fetched_at=page.fetched_at,
                                  source=source)
         pending.extend(batch)
@@ -483,6 +506,7 @@ def load_partition(*, lake: PageLake, warehouse: Warehouse, stream: Stream, kind
                                    window_start=figures.window.start, window_end=figures.window.end,
                                    partition_key=partition_key, pages=figures.pages,
                                    records=figures.records, run_id=run_id)
+    figures.watched = watching.result() if watching is not None else None
     figures.seconds = time.perf_counter() - started
     return figures
 
@@ -544,23 +568,24 @@ class _Loader:
             # the server keeps its copy of every page the loaders write to, and it outlives the load.
             self._processes = ProcessPoolExecutor(max_workers=runner.settings.load_workers,
                                                   mp_context=multiprocessing.get_context("spawn"))
+        watch = runner.watches.get(task.stream.name)
         if self._processes is not None:
             url = runner.warehouse.engine.url.render_as_string(hide_password=False)
             future = self._processes.submit(_load_in_worker, task.stream.name, task.kind, task.shop_id,
                                             task.partition_key, runner.lake.url, url, runner.run_id,
-                                            runner.warehouse.store_receiver_pii)
+                                            runner.warehouse.store_receiver_pii, watch)
         else:
-            future = self._thread.submit(self._load_here, task)
+            future = self._thread.submit(self._load_here, task, watch)
         self.pending[future] = outcome
 
-    def _load_here(self, task: PartitionTask) -> LoadFigures:
+    def _load_here(self, task: PartitionTask, watch: Watch | None) -> LoadFigures:
         runner = self._runner
         attempts = runner.settings.attempts
         for attempt in range(1, attempts + 1):
             try:
                 return load_partition(lake=runner.lake, warehouse=runner.warehouse, stream=task.stream,
                                       kind=task.kind, shop_id=task.shop_id,
-                                      partition_key=task.partition_key, run_id=runner.run_id)
+                                      partition_key=task.partition_key, run_id=runner.run_id, watch=watch)
             except Exception as exc:
                 if attempt < attempts and is_transient(exc):
                     delay = runner.settings.delay(attempt)
@@ -585,6 +610,7 @@ class _Loader:
         outcome.quarantine_reasons = figures.quarantine_reasons
         outcome.load_seconds = figures.seconds
         outcome.fetched = outcome.fetched or figures.window
+        outcome.watched = figures.watched
         if not outcome.pages:  # a from-lake rebuild learns its figures from the load
             outcome.pages, outcome.records = figures.pages, figures.records
         return outcome
@@ -605,11 +631,13 @@ _WORKER_WAREHOUSES: dict[str, Warehouse] = {}
 
 
 def _load_in_worker(stream_name: str, kind: Kind, shop_id: str, partition_key: str, lake_root: str,
-                    url: str, run_id: str | None, store_receiver_pii: bool) -> LoadFigures:
+                    url: str, run_id: str | None, store_receiver_pii: bool,
+                    watch: Watch | None = None) -> LoadFigures:
     from ordersync_pipeline.sync.streams import stream
 
     warehouse = _WORKER_WAREHOUSES.get(url)
     if warehouse is None:
         warehouse = _WORKER_WAREHOUSES[url] = Warehouse(url, store_receiver_pii=store_receiver_pii)
     return load_partition(lake=PageLake(lake_root), warehouse=warehouse, stream=stream(stream_name),
-                          kind=kind, shop_id=shop_id, partition_key=partition_key, run_id=run_id)
+                          kind=kind, shop_id=shop_id, partition_key=partition_key, run_id=run_id,
+                          watch=watch)
