@@ -144,16 +144,24 @@ def at_least(modified: sa.ColumnElement[Any], fetched_at: sa.ColumnElement[Any],
 
 
 class SqliteUpsert:
+    def __init__(self) -> None:
+        # The statement depends only on (table, key): built once, not for every batch (a tick's
+        # ~800 small batches spent ~0.1 ms each building it). Statements are immutable, so threads
+        # may share them.
+        self._statements: dict[tuple[sa.Table, str], sa.Executable] = {}
+
     def prepare(self, conn: Connection, tables: Sequence[sa.Table]) -> None:
         return None
 
     def upsert(self, conn: Connection, table: sa.Table, key: str, rows: list[Row]) -> None:
-        stmt = sqlite_dialect.insert(table)
-        set_ = {name: stmt.excluded[name] for name in _assigned(table, key)}
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[key], set_=set_,
-            where=at_least(stmt.excluded.modified, stmt.excluded.fetched_at, table),
-        )
+        stmt = self._statements.get((table, key))
+        if stmt is None:
+            insert = sqlite_dialect.insert(table)
+            set_ = {name: insert.excluded[name] for name in _assigned(table, key)}
+            stmt = self._statements[(table, key)] = insert.on_conflict_do_update(
+                index_elements=[key], set_=set_,
+                where=at_least(insert.excluded.modified, insert.excluded.fetched_at, table),
+            )
         conn.execute(stmt, rows)
 
 
