@@ -500,26 +500,34 @@ def load_partition(*, lake: PageLake, warehouse: Warehouse, stream: Stream, kind
         if pending_pages >= PAGES_PER_FLUSH:
             _flush(pending, warehouse=warehouse, stream=stream, run_id=run_id, figures=figures)
             pending, pending_pages = Batch(), 0
-    _flush(pending, warehouse=warehouse, stream=stream, run_id=run_id, figures=figures)
     assert figures.window is not None
-    warehouse.mark_window_complete(shop_id=shop_id, stream=stream.name, kind=kind,
-                                   window_start=figures.window.start, window_end=figures.window.end,
-                                   partition_key=partition_key, pages=figures.pages,
-                                   records=figures.records, run_id=run_id)
+    complete: dict[str, Any] = {
+        "shop_id": shop_id, "stream": stream.name, "kind": kind, "window_start": figures.window.start,
+        "window_end": figures.window.end, "partition_key": partition_key, "pages": figures.pages,
+        "records": figures.records, "run_id": run_id}
+    if stream.after_load is None and not pending.quarantine and any(pending.rows.values()):
+        # The last rows and the window's record in one transaction (one commit, not two; a tick
+        # commits ~400 windows). Quarantine rows and an after_load hook write in transactions of their
+        # own, which must come first: then the window is recorded on its own, after them.
+        _flush(pending, warehouse=warehouse, stream=stream, run_id=run_id, figures=figures,
+               complete_window=complete)
+    else:
+        _flush(pending, warehouse=warehouse, stream=stream, run_id=run_id, figures=figures)
+        warehouse.mark_window_complete(**complete)
     figures.watched = watching.result() if watching is not None else None
     figures.seconds = time.perf_counter() - started
     return figures
 
 
 def _flush(batch: Batch, *, warehouse: Warehouse, stream: Stream, run_id: str | None,
-           figures: LoadFigures) -> None:
+           figures: LoadFigures, complete_window: Mapping[str, Any] | None = None) -> None:
     """One transaction for the batch's rows (a trade and its lines together), then its quarantine rows.
 
     Records that failed validation are in ``batch.quarantine``; records the database itself refused are
     split out and quarantined by the warehouse (counted here, reasons in the quarantine table)."""
     loads = [(table, rows) for table, rows in batch.rows.items() if rows]
     if loads:
-        for result in warehouse.upsert_many(loads, run_id=run_id):
+        for result in warehouse.upsert_many(loads, run_id=run_id, complete_window=complete_window):
             figures.rows[result.table] = figures.rows.get(result.table, 0) + result.unique - result.quarantined
             figures.quarantined += result.quarantined if result.table == stream.tables[0] else 0
         if stream.after_load is not None:

@@ -102,10 +102,16 @@ class Warehouse:
         return self._upsert_many([(table, rows)], run_id=run_id)[0]
 
     def upsert_many(self, loads: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], *,
-                    run_id: str | None = None) -> list[UpsertResult]:
+                    run_id: str | None = None,
+                    complete_window: Mapping[str, Any] | None = None) -> list[UpsertResult]:
         """Several monotonic tables in one transaction (a parent and its children land together);
-        rows the database refuses are split out to quarantine as described above."""
-        return self._upsert_many(loads, run_id=run_id)
+        rows the database refuses are split out to quarantine as described above.
+
+        ``complete_window``: ``mark_window_complete``'s arguments, for a window these are the last rows
+        of. It is recorded in the rows' own transaction (one commit instead of two), or, when some rows
+        were split out, in one transaction with their quarantine rows after every half committed:
+        either way never before the rows are in."""
+        return self._upsert_many(loads, run_id=run_id, complete_window=complete_window)
 
     def upsert_trades(self, rows: Sequence[Mapping[str, Any]]) -> UpsertResult:
         """Insert or update trades by ``tid``."""
@@ -141,7 +147,7 @@ class Warehouse:
         return trades_result, orders_result
 
     def _upsert_many(self, loads: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], *,
-                     run_id: str | None) -> list[UpsertResult]:
+                     run_id: str | None, complete_window: Mapping[str, Any] | None = None) -> list[UpsertResult]:
         # Prepare (and validate) everything before opening the transaction: a malformed row is a
         # programming error and fails the whole call without touching the database.
         prepared = []
@@ -150,26 +156,36 @@ class Warehouse:
             spec = MONOTONIC_TABLES[table_name]
             unique = newest_per_key(prepare_rows(table, spec.key, rows), spec.key)
             prepared.append(_Load(table, spec, unique))
-        refused = dict(self._write_or_split(prepared)) if any(load.rows for load in prepared) else {}
+        recorded: list[bool] = []   # set by the transaction that recorded complete_window, if one did
+        refused = (dict(self._write_or_split(prepared, complete_window, recorded))
+                   if any(load.rows for load in prepared) else {})
+        pending_window = complete_window if complete_window is not None and not recorded else None
+        if refused or pending_window is not None:
+            with self.engine.begin() as conn:
+                if refused:
+                    ledger.insert_quarantine(conn, [{**row, "run_id": run_id} for row in refused.values()])
+                if pending_window is not None:
+                    ledger.record_window(conn, **pending_window)
         if not refused:
             return [UpsertResult(table=load.table.name, sent=len(rows), unique=len(load.rows))
                     for load, (_, rows) in zip(prepared, loads, strict=True)]
-        with self.engine.begin() as conn:
-            ledger.insert_quarantine(conn, [{**row, "run_id": run_id} for row in refused.values()])
         return [
             UpsertResult(table=load.table.name, sent=len(rows), unique=len(load.rows),
                          quarantined=sum(row[load.spec.group] in refused for row in load.rows))
             for load, (_, rows) in zip(prepared, loads, strict=True)
         ]
 
-    def _write(self, loads: Sequence[_Load]) -> None:
-        """One transaction: every load's upsert, then the lines superseded by the stored versions."""
+    def _write(self, loads: Sequence[_Load], complete_window: Mapping[str, Any] | None = None) -> None:
+        """One transaction: every load's upsert, then the lines superseded by the stored versions
+        (then ``complete_window`` recorded, when given)."""
         with self.engine.connect() as conn:
             self._strategy.prepare(conn, [load.table for load in loads if load.rows])
             with conn.begin():
                 if conn.dialect.name == "postgresql":
                     lock_refund_state(conn, {load.table.name for load in loads if load.rows})
                 self._write_in(conn, loads)
+                if complete_window is not None:
+                    ledger.record_window(conn, **complete_window)
 
     def _write_in(self, conn: sa.Connection, loads: Sequence[_Load]) -> None:
         for load in loads:
@@ -186,11 +202,16 @@ class Warehouse:
         if lines:
             apply_refunds(conn, lines)
 
-    def _write_or_split(self, loads: Sequence[_Load]) -> list[tuple[Any, dict[str, Any]]]:
+    def _write_or_split(self, loads: Sequence[_Load], complete_window: Mapping[str, Any] | None = None,
+                        recorded: list[bool] | None = None) -> list[tuple[Any, dict[str, Any]]]:
         """Write ``loads``; if the database refuses their data, bisect by group and retry the halves.
-        Returns (group, quarantine row) for each single group it still refused."""
+        Returns (group, quarantine row) for each single group it still refused. ``complete_window`` is
+        recorded only with the whole of ``loads`` (``True`` appended to ``recorded`` then), never with
+        a half."""
         try:
-            self._write(loads)
+            self._write(loads, complete_window)
+            if complete_window is not None and recorded is not None:
+                recorded.append(True)
             return []
         except Exception as exc:
             if not self._refuses_data(exc):
