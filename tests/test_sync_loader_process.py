@@ -3,6 +3,7 @@ in them land as in-process loads do."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from ordersync_pipeline.sync import runner as runner_module
+from ordersync_pipeline.sync.details import DetailCandidates, detail_candidates
 from ordersync_pipeline.sync.lake import PageLake
 from ordersync_pipeline.sync.runner import PartitionTask, RunnerSettings, SyncRunner
 from ordersync_pipeline.sync.streams import stream
@@ -83,9 +85,15 @@ def test_partitions_loaded_in_loader_processes_land_in_the_warehouse(tmp_path: P
     lake = _lake(tmp_path)
     tasks = [PartitionTask(stream=stream("trades"), kind="increment", shop_id="shop-1", partition_key=key,
                            window=_window(key)) for key in KEYS]
-    runner = SyncRunner(lake=lake, warehouse=warehouse, run_id="run-1", settings=RunnerSettings(load_workers=2))
+    reasons = frozenset({"incomplete", "presale", "buyer_message"})
+    runner = SyncRunner(lake=lake, warehouse=warehouse, run_id="run-1", settings=RunnerSettings(load_workers=2),
+                        watches={"trades": functools.partial(DetailCandidates, reasons)})
     outcomes = list(runner.run(tasks, from_lake=True))
     assert [o.error for o in outcomes] == [None, None]
+    for outcome in outcomes:  # the watch went to the loader process and its result came back
+        pages = lake.read_partition(shop_id="shop-1", stream="trades.increment",
+                                    partition_key=outcome.task.partition_key, shape=TRADES)
+        assert outcome.watched == detail_candidates(pages, reasons)
     assert all(o.records > 0 and o.rows["trades"] > 0 for o in outcomes)
     with warehouse.engine.connect() as conn:
         trades = conn.execute(sa.text("select count(*) from trades")).scalar_one()
