@@ -264,3 +264,28 @@ def test_queued_events_are_written_when_the_process_exits(tmp_path: Path) -> Non
     plain = SqliteEventLogStorage(str(tmp_path))
     assert [e.user_message for e in plain.get_logs_for_run("r1")] == ["line 0", "line 1", "line 2"]
     plain.dispose()
+
+
+def test_a_forked_child_leaves_its_parents_queue_to_the_parent(tmp_path: Path) -> None:
+    """Otherwise the child would write the parent's queued events again when it exits."""
+    import os
+
+    from dagster._core.events.log import EventLogEntry
+
+    storage = PooledSqliteEventLogStorage(str(tmp_path))
+    storage.store_event(EventLogEntry(error_info=None, level=20, user_message="from the parent", run_id="r1",
+                                      timestamp=1.0, step_key=None, job_name="j", dagster_event=None))
+    assert len(storage._queue) == 1
+    pid = os.fork()
+    if pid == 0:  # the child: what its exit hook would do, then out without running pytest's teardown
+        try:
+            storage._write_queue()
+            os._exit(0)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    storage.dispose()
+    plain = SqliteEventLogStorage(str(tmp_path))
+    assert [e.user_message for e in plain.get_logs_for_run("r1")] == ["from the parent"]
+    plain.dispose()

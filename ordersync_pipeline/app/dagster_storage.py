@@ -30,6 +30,8 @@ dies loses at most that much of its queue, which is the same kind of loss as abo
 from __future__ import annotations
 
 import atexit
+import functools
+import os
 import sys
 import threading
 import weakref
@@ -77,6 +79,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._lock = threading.RLock()
         super().__init__(base_dir, inst_data)
         atexit.register(_write_queue_at_exit, weakref.ref(self))
+        os.register_at_fork(after_in_child=functools.partial(_forget_in_child, weakref.ref(self)))
 
     # Dagster's __init__ sets _db_lock to a Lock; ours must be reentrant: writing a group holds it
     # while Dagster's own helpers open the shard again.
@@ -293,3 +296,16 @@ def _write_queue_at_exit(ref: weakref.ReferenceType[PooledSqliteEventLogStorage]
     storage = ref()
     if storage is not None:
         storage._write_queue_quietly()
+
+
+def _forget_in_child(ref: weakref.ReferenceType[PooledSqliteEventLogStorage]) -> None:
+    """A forked child does not write its parent's queue (the parent does) nor use its connections."""
+    storage = ref()
+    if storage is not None:
+        storage._queue = []
+        storage._timer = None
+        storage._lock = threading.RLock()
+        storage._engines_lock = threading.Lock()
+        engines, storage._engines = list(storage._engines.values()), OrderedDict()
+        for engine in engines:
+            engine.dispose(close=False)  # the parent's connections stay open for the parent
