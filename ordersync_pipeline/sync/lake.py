@@ -20,11 +20,12 @@ Publishing protocol (why a half-written partition is never taken for a whole one
 1. Pages stream into a hidden temp file beside the target, one row group per ``PAGES_PER_ROW_GROUP``
    pages, so memory stays flat however many pages arrive. If the page iterator raises, the temp file
    is deleted and nothing else is touched (a previous version of the partition stays published).
-2. After the last page: fsync (the sha256 is taken of the bytes as they are written, not re-read); remove the old manifest (the partition is now "absent", never
-   "complete with the wrong file"), atomically rename the data file into place, then write the new
-   manifest atomically. The manifest names the page/item counts, the windows and the file's sha256.
+2. After the last page: fsync (the sha256 was taken of the bytes as they were written, not re-read);
+   remove the old manifest (the partition is now "absent", never "complete with the wrong file"),
+   atomically rename the data file into place, then write the new manifest atomically. The manifest names the page/item counts, the windows and the file's sha256.
 3. Readers require the manifest and check the file's size and sha256 against it, hashing the very
-   file handle they then read from, so a concurrent re-publish cannot mix two versions.
+   bytes (a small file, read whole) or file handle they then parse, so a concurrent re-publish cannot
+   mix two versions.
 
 A writer killed outright (``kill -9``) leaves its temp file behind. Temp names carry the writer's host,
 pid and process start time; the first write into a directory (per ``PageLake``) and ``sweep_temps()``
