@@ -212,3 +212,11 @@ def test_a_float_amount_is_still_refused_on_postgresql(wh: Warehouse) -> None:
     with pytest.raises(Exception, match="float"):
         wh.upsert_trades([trade(1, 1, payment=1.5)])
     assert wh.trade_count() == 0
+
+
+def test_lines_a_newer_version_dropped_are_deleted_at_platform_sized_ids(wh: Warehouse) -> None:
+    # 19-digit ids, beyond 2^53: the key lists of the cleanup travel as array text on PostgreSQL.
+    tid, oid = 4_123_456_789_012_345_678, 4_123_456_789_012_345_000
+    wh.upsert_trades_with_orders([trade(tid, 1)], [order(oid + 1, tid, 1), order(oid + 2, tid, 1)])
+    wh.upsert_trades_with_orders([trade(tid, 2)], [order(oid + 2, tid, 2), order(oid + 3, tid, 2)])
+    assert [o["oid"] for o in wh.orders_for(tid)] == [oid + 2, oid + 3]

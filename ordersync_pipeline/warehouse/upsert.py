@@ -297,12 +297,33 @@ def _pg_merge_statement(table: sa.Table, key: str, staging: str) -> sa.Executabl
     )
 
 
+class _IntArrayText(sa.types.TypeDecorator[Sequence[int]]):
+    """A list of ints bound as the text of a PostgreSQL array (``{1,2,3}``).
+
+    psycopg dumps a list parameter element by element in Python: ~1.9 us a key, 3.2 ms for the 1,700
+    order-line keys of one 1,000-trade batch, where joining their decimal text takes 0.4 ms (measured).
+    The text goes out untyped (no cast is rendered), so PostgreSQL types it from ``column = ANY(...)``
+    as an array of the column's type and parses it when binding: a custom plan still sees the keys.
+    ``int.__repr__`` refuses anything but an int, as the array dumper did.
+    """
+
+    impl = sa.types.NullType
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[int] | None, dialect: sa.Dialect) -> str | None:
+        if value is None:
+            return None
+        return "{" + ",".join(map(int.__repr__, value)) + "}"
+
+
 def in_keys(dialect_name: str, key_type: sa.types.TypeEngine[Any],
              column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     """``column IN (:keys)``. On PostgreSQL ``column = ANY(:keys)``: one array parameter, where
     psycopg spends ~10 ms of Python splitting a query with 2,000 placeholders (measured; the query
-    itself runs in ~5 ms)."""
+    itself runs in ~5 ms); integer keys travel as the array's text (``_IntArrayText``)."""
     if dialect_name == "postgresql":
+        if isinstance(key_type, sa.Integer):
+            return column == sa.any_(sa.bindparam("keys", type_=_IntArrayText()))
         return column == sa.any_(sa.bindparam("keys", type_=pg_dialect.ARRAY(key_type)))
     return column.in_(sa.bindparam("keys", expanding=True))
 
