@@ -223,7 +223,10 @@ class _CachedNumericDumper(psycopg.adapt.Dumper):
                 pass
             except TypeError:  # a signalling NaN cannot be hashed
                 return self._base.dump(obj)
-            dumped = bytes(self._base.dump(obj))
+            encoded = self._base.dump(obj)
+            if encoded is None:  # pragma: no cover - psycopg encodes every Decimal
+                return None
+            dumped = bytes(encoded)
             if len(cache) >= self._LIMIT:
                 cache.clear()
             cache[obj] = dumped
