@@ -191,7 +191,7 @@ def test_cached_details_never_keep_receiver_personal_fields(wh: Warehouse) -> No
 
 def test_amounts_land_exactly_however_they_are_written(wh: Warehouse) -> None:
     # Equal amounts of different exponents, signs and sizes, repeated within and across batches:
-    # PostgreSQL's COPY encodes each distinct Decimal once and reuses it (upsert._CachedNumericDumper).
+    # PostgreSQL's COPY encodes each distinct Decimal once and reuses it (upsert._cached_numeric_dumper).
     amounts: list[Decimal | int] = [Decimal("1.5"), Decimal("1.50"), Decimal("-0.01"), Decimal("0"),
                                     Decimal("-0.00"), Decimal("999999999999.99"), 7, Decimal("7.00")]
     for batch in range(2):

@@ -32,9 +32,6 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Protocol
 
-import psycopg.adapt
-import psycopg.pq
-
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -195,7 +192,8 @@ def _pg_copy_type(column: sa.Column[Any]) -> str:
     raise TypeError(f"no COPY type for {column.table.name}.{column.name} ({kind!r})")
 
 
-class _CachedNumericDumper(psycopg.adapt.Dumper):
+@functools.cache
+def _cached_numeric_dumper() -> type[Any]:
     """psycopg's binary numeric dumper with its answers kept per ``Decimal`` value, for COPY only.
 
     psycopg encodes a ``Decimal`` through ``as_tuple()`` at ~0.6 us a value, the dearest column type of
@@ -204,34 +202,39 @@ class _CachedNumericDumper(psycopg.adapt.Dumper):
     different exponents (1.5, 1.50) share an entry: the staging columns are the tables' NUMERIC(14, 2),
     whose typmod brings every value to 2 places as it is received, so both land as the same number.
     Anything but a ``Decimal`` (an int) goes to psycopg's dumper uncached, which also refuses what it
-    refused before (a float).
+    refused before (a float). Built on first use: psycopg is imported only where PostgreSQL is used.
     """
+    import psycopg
 
-    format = psycopg.pq.Format.BINARY
-    oid = psycopg.adapters.types["numeric"].oid
+    binary = psycopg.pq.Format.BINARY
+    numeric = psycopg.adapters.types["numeric"].oid
     # psycopg's own (its C implementation when installed, as the COPY would have used).
-    _base = psycopg.adapters.get_dumper_by_oid(oid, psycopg.pq.Format.BINARY)(Decimal)
-    _cache: dict[Decimal, Any] = {}
-    _LIMIT = 65_536  # distinct amounts before the cache is cleared wholesale (~15k in a 200k load)
+    base = psycopg.adapters.get_dumper_by_oid(numeric, binary)(Decimal)
+    cache: dict[Decimal, bytes] = {}
+    limit = 65_536  # distinct amounts before the cache is cleared wholesale (~15k in a 200k load)
 
-    def dump(self, obj: Any) -> Any:
-        if type(obj) is Decimal:
-            cache = self._cache
+    class CachedNumericDumper(psycopg.adapt.Dumper):
+        format = binary
+        oid = numeric
+
+        def dump(self, obj: Any) -> Any:
+            if type(obj) is not Decimal:
+                return base.dump(obj)
             try:
                 return cache[obj]
             except KeyError:
                 pass
             except TypeError:  # a signalling NaN cannot be hashed
-                return self._base.dump(obj)
-            encoded = self._base.dump(obj)
+                return base.dump(obj)
+            encoded = base.dump(obj)
             if encoded is None:  # pragma: no cover - psycopg encodes every Decimal
                 return None
-            dumped = bytes(encoded)
-            if len(cache) >= self._LIMIT:
+            if len(cache) >= limit:
                 cache.clear()
-            cache[obj] = dumped
+            dumped = cache[obj] = bytes(encoded)
             return dumped
-        return self._base.dump(obj)
+
+    return CachedNumericDumper
 
 
 class PostgresCopyUpsert:
@@ -268,7 +271,7 @@ class PostgresCopyUpsert:
         assert raw is not None
         as_tuple = operator.itemgetter(*columns)
         with raw.cursor() as cursor:
-            cursor.adapters.register_dumper(None, _CachedNumericDumper)  # this cursor's COPY only
+            cursor.adapters.register_dumper(None, _cached_numeric_dumper())  # this cursor's COPY only
             # Quoted: a column may be an SQL keyword (refunds."desc").
             quoted = ", ".join(conn.dialect.identifier_preparer.quote(name) for name in columns)
             copy_sql = f"COPY {staging} ({quoted}) FROM STDIN (FORMAT BINARY)"
@@ -307,7 +310,7 @@ class _IntArrayText(sa.types.TypeDecorator[Sequence[int]]):
     order-line keys of one 1,000-trade batch, where joining their decimal text takes 0.4 ms (measured).
     The text goes out untyped (no cast is rendered), so PostgreSQL types it from ``column = ANY(...)``
     as an array of the column's type and parses it when binding: a custom plan still sees the keys.
-    ``int.__repr__`` refuses anything but an int, as the array dumper did.
+    Anything but an int is refused here (``int.__repr__`` raises TypeError).
     """
 
     impl = sa.types.NullType
