@@ -187,3 +187,36 @@ def test_cached_details_never_keep_receiver_personal_fields(wh: Warehouse) -> No
         stored = json.loads(conn.execute(sa.select(trade_details.c.detail)).scalar_one())
     assert stored == {"tid": 4_123_456_789_012_345_678, "receiver_city": "杭州市", "title": "店铺",
                       "orders": [{"oid": 1}]}
+
+
+def test_amounts_land_exactly_however_they_are_written(wh: Warehouse) -> None:
+    # Equal amounts of different exponents, signs and sizes, repeated within and across batches:
+    # PostgreSQL's COPY encodes each distinct Decimal once and reuses it (upsert._cached_numeric_dumper).
+    amounts: list[Decimal | int] = [Decimal("1.5"), Decimal("1.50"), Decimal("-0.01"), Decimal("0"),
+                                    Decimal("-0.00"), Decimal("999999999999.99"), 7, Decimal("7.00")]
+    for batch in range(2):
+        wh.upsert_trades([trade(100 * batch + i, 1, payment=amount, total_fee=amount)
+                          for i, amount in enumerate(amounts)])
+    for batch in range(2):
+        for i, amount in enumerate(amounts):
+            stored = wh.get_trade(100 * batch + i)
+            assert stored is not None
+            expected = Decimal(amount).quantize(Decimal("0.01"))
+            assert (stored["payment"], stored["total_fee"]) == (expected, expected)
+            assert str(stored["payment"]) == str(expected + 0)  # -0.00 is stored as 0.00 everywhere
+
+
+def test_a_float_amount_is_still_refused_on_postgresql(wh: Warehouse) -> None:
+    if wh.dialect_name != "postgresql":
+        pytest.skip("the COPY dumper is PostgreSQL's")
+    with pytest.raises(Exception, match="float"):
+        wh.upsert_trades([trade(1, 1, payment=1.5)])
+    assert wh.trade_count() == 0
+
+
+def test_lines_a_newer_version_dropped_are_deleted_at_platform_sized_ids(wh: Warehouse) -> None:
+    # 19-digit ids, beyond 2^53: the key lists of the cleanup travel as array text on PostgreSQL.
+    tid, oid = 4_123_456_789_012_345_678, 4_123_456_789_012_345_000
+    wh.upsert_trades_with_orders([trade(tid, 1)], [order(oid + 1, tid, 1), order(oid + 2, tid, 1)])
+    wh.upsert_trades_with_orders([trade(tid, 2)], [order(oid + 2, tid, 2), order(oid + 3, tid, 2)])
+    assert [o["oid"] for o in wh.orders_for(tid)] == [oid + 2, oid + 3]
