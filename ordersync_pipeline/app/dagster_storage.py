@@ -55,6 +55,8 @@ RUN_SHARDS_KEPT = 4
 # A group of queued events is written when it is this large or this old (see the module docstring).
 GROUP_EVENTS = 500
 GROUP_SECONDS = 0.2
+# Events Dagster's SQLite storage also writes to the index shard (run status events aside).
+_MIRRORED = ASSET_EVENTS | ASSET_CHECK_EVENTS
 
 
 def _no_fsync_per_commit(dbapi_connection: Any, _record: Any) -> None:
@@ -74,7 +76,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines_lock = threading.Lock()
         self._present: set[str] = set()   # tables, data migrations and columns known to exist
         self._queue: list[_Queued] = []                # events stored but not yet written
-        self._open = threading.local()                 # this thread's open transaction per shard
+        self._threads = threading.local()              # .open: this thread's open transaction per shard
         self._timer: threading.Timer | None = None
         self._lock = threading.RLock()
         super().__init__(base_dir, inst_data)
@@ -141,7 +143,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     @contextmanager
     def _connect(self, shard: str) -> Iterator[sa.Connection]:
         with self._db_lock:
-            open_here: dict[str, sa.Connection] = self._open.__dict__.setdefault("shards", {})
+            open_here = self._open_here()
             if shard in open_here:  # inside a transaction this thread holds on the shard: join it
                 yield open_here[shard]
                 return
@@ -158,6 +160,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                         yield conn
                     finally:
                         del open_here[shard]
+
+    def _open_here(self) -> dict[str, sa.Connection]:
+        """The shards this thread holds a transaction on, by name (joined by a nested ``_connect``)."""
+        opened: dict[str, sa.Connection] | None = getattr(self._threads, "open", None)
+        if opened is None:
+            opened = self._threads.open = {}
+        return opened
 
     # -- events written in groups (see the module docstring) ---------------------------------------
 
@@ -181,7 +190,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def _write_queue(self) -> None:
         """Write every queued event (a no-op inside a transaction this thread holds: it comes after)."""
         with self._db_lock:
-            if not self._queue or self._open.__dict__.get("shards"):
+            if not self._queue or self._open_here():
                 return
             if self._timer is not None:
                 self._timer.cancel()
@@ -289,7 +298,7 @@ class _Queued:
         self.event = event
         self.run_row: dict[str, Any] | None = row
         self.index_row = self.run_row if (event.is_dagster_event and event.dagster_event_type
-                                          in ASSET_EVENTS | ASSET_CHECK_EVENTS) else None
+                                          in _MIRRORED) else None
 
 
 def _write_queue_at_exit(ref: weakref.ReferenceType[PooledSqliteEventLogStorage]) -> None:

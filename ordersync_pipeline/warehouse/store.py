@@ -156,10 +156,10 @@ class Warehouse:
             spec = MONOTONIC_TABLES[table_name]
             unique = newest_per_key(prepare_rows(table, spec.key, rows), spec.key)
             prepared.append(_Load(table, spec, unique))
-        recorded: list[bool] = []   # set by the transaction that recorded complete_window, if one did
-        refused = (dict(self._write_or_split(prepared, complete_window, recorded))
-                   if any(load.rows for load in prepared) else {})
-        pending_window = complete_window if complete_window is not None and not recorded else None
+        refused_rows, recorded = (self._write_or_split(prepared, complete_window)
+                                  if any(load.rows for load in prepared) else ([], False))
+        refused = dict(refused_rows)
+        pending_window = complete_window if not recorded else None
         if refused or pending_window is not None:
             with self.engine.begin() as conn:
                 if refused:
@@ -203,26 +203,23 @@ class Warehouse:
             apply_refunds(conn, lines)
 
     def _write_or_split(self, loads: Sequence[_Load], complete_window: Mapping[str, Any] | None = None,
-                        recorded: list[bool] | None = None) -> list[tuple[Any, dict[str, Any]]]:
+                        ) -> tuple[list[tuple[Any, dict[str, Any]]], bool]:
         """Write ``loads``; if the database refuses their data, bisect by group and retry the halves.
-        Returns (group, quarantine row) for each single group it still refused. ``complete_window`` is
-        recorded only with the whole of ``loads`` (``True`` appended to ``recorded`` then), never with
-        a half."""
+        Returns (group, quarantine row) for each single group it still refused, and whether
+        ``complete_window`` was recorded: only ever with the whole of ``loads``, never with a half."""
         try:
             self._write(loads, complete_window)
-            if complete_window is not None and recorded is not None:
-                recorded.append(True)
-            return []
+            return [], complete_window is not None
         except Exception as exc:
             if not self._refuses_data(exc):
                 raise
             refusal = exc
         groups = sorted({row[load.spec.group] for load in loads for row in load.rows})
         if len(groups) == 1:
-            return [(groups[0], self._refused_row(loads, groups[0], refusal))]
+            return [(groups[0], self._refused_row(loads, groups[0], refusal))], False
         halves = [set(groups[: len(groups) // 2]), set(groups[len(groups) // 2 :])]
         return [refused for half in halves
-                for refused in self._write_or_split([load.only(half) for load in loads])]
+                for refused in self._write_or_split([load.only(half) for load in loads])[0]], False
 
     def _refuses_data(self, exc: BaseException) -> bool:
         """True when the database (or its driver) refused the values, not when it could not be
